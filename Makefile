@@ -1,0 +1,68 @@
+# One vocabulary for people, hooks, the devcontainer and CI. `make help` lists the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# uv manages the environment; `make install` bootstraps it into .tools/ when it is not on PATH,
+# so a machine with only python3, pip, make and git is enough.
+UV_VERSION := 0.13.8
+UV ?= $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+export UV_COMPILE_BYTECODE ?= 1
+export UV_PYTHON_DOWNLOADS ?= never
+export UV_LINK_MODE ?= copy
+RUN := $(UV) run --frozen --no-sync
+PKG := mlops_template
+CLI := $(RUN) mlops-template
+
+.PHONY: help install format lint typecheck test test-fast all prepare train evaluate predict serve bench clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(CURDIR)/.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+
+install: $(UV) ## Create .venv with every dependency from uv.lock
+	$(UV) sync --frozen --all-extras
+
+format: ## Format and autofix the code
+	$(RUN) ruff format .
+	$(RUN) ruff check --fix .
+
+lint: ## Lint: ruff, formatting, the Dockerfile and the workflows
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: ## Type-check src/ with mypy (strict)
+	$(RUN) mypy
+
+test: ## Run every test, slow end-to-end ones included
+	$(RUN) pytest
+
+test-fast: ## Run the tests, skipping the slow end-to-end ones
+	$(RUN) pytest -m "not e2e"
+
+all: install lint typecheck test ## Install, lint, type-check and test: what CI runs
+
+prepare: ## Check and split data/raw into data/processed
+	$(CLI) prepare
+
+train: ## Train, export models/model.onnx and its card models/model.json
+	$(CLI) train
+
+evaluate: ## Score the model on the test split, plot its errors
+	$(CLI) evaluate
+
+predict: ## Score a file: make predict INPUT=data.csv OUTPUT=predictions.parquet
+	$(CLI) predict "$(or $(INPUT),data/processed/test.parquet)" --output "$(or $(OUTPUT),predictions.parquet)"
+
+serve: ## Serve the model on http://127.0.0.1:8000
+	$(CLI) serve
+
+bench: ## Print inference, batch prediction and preparation figures
+	$(RUN) python -m benchmarks
+
+clean: ## Remove generated data, models and caches
+	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache

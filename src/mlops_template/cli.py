@@ -1,0 +1,215 @@
+"""The command line: `mlops-template prepare | train | evaluate | predict | serve | info`.
+
+Heavy libraries are imported inside the command that needs them, so `--help` is instant. A
+`UserError` is printed as one `error:` line and a hint (exit 1); bad usage exits 2; anything
+else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .errors import UserError
+from .settings import ENV_PREFIX, Settings
+
+__all__ = ["app", "main"]
+
+PROG = __name__.split(".")[0].replace("_", "-")
+app = typer.Typer(
+    name=PROG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    help="Prepare data, train and export an ONNX model, evaluate it, predict in batch, serve it.",
+)
+console = Console()
+errors = Console(stderr=True, highlight=False)
+
+SchemaOption = Annotated[
+    Path | None,
+    typer.Option("--schema", help=f"Dataset schema file [env: {ENV_PREFIX}SCHEMA_PATH]"),
+]
+ProcessedOption = Annotated[
+    Path | None,
+    typer.Option("--processed-dir", help=f"Prepared data folder [env: {ENV_PREFIX}PROCESSED_DIR]"),
+]
+ModelOption = Annotated[
+    Path | None, typer.Option("--model-dir", help=f"Model folder [env: {ENV_PREFIX}MODEL_DIR]")
+]
+
+
+def _settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with the CLI's explicit options on top."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _table(title: str, rows: dict[str, Any]) -> Table:
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in rows.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    return table
+
+
+@app.command()
+def prepare(schema: SchemaOption = None, processed_dir: ProcessedOption = None) -> None:
+    """Check the raw data against dataset.toml, split it, write Parquet files and a manifest."""
+    from .data import prepare_dataset
+    from .schema import load_schema
+
+    settings = _settings(schema_path=schema, processed_dir=processed_dir)
+    manifest = prepare_dataset(load_schema(settings.schema_path), settings.processed_dir)
+    console.print(
+        _table(
+            f"prepared {manifest.dataset} -> {settings.processed_dir}",
+            {
+                "rows read": manifest.rows_in,
+                "dropped (missing target)": manifest.rows_dropped_missing_target,
+                "train rows": manifest.rows_train,
+                "test rows": manifest.rows_test,
+                "source sha256": manifest.source_sha256[:12],
+            },
+        )
+    )
+
+
+@app.command()
+def train(
+    schema: SchemaOption = None,
+    processed_dir: ProcessedOption = None,
+    model_dir: ModelOption = None,
+) -> None:
+    """Fit the scikit-learn pipeline, export it to ONNX, write the model card."""
+    from .schema import load_schema
+
+    try:
+        from .train import train_model
+    except ImportError as exc:
+        raise UserError(
+            f"training libraries are not installed ({exc.name})",
+            hint="install the `train` extra: `make install` or `uv sync --extra train`",
+        ) from None
+    settings = _settings(schema_path=schema, processed_dir=processed_dir, model_dir=model_dir)
+    with console.status("training and exporting to ONNX…"):
+        card = train_model(
+            load_schema(settings.schema_path), settings.processed_dir, settings.model_dir
+        )
+    rows = {"task": card.task, "estimator": card.estimator, "version": card.version, **card.metrics}
+    console.print(_table(f"trained {card.name} -> {settings.model_dir}", rows))
+
+
+@app.command()
+def evaluate(processed_dir: ProcessedOption = None, model_dir: ModelOption = None) -> None:
+    """Score the ONNX model on the test split; write metrics.json and a plot next to the card."""
+    from .train import evaluate_model
+
+    settings = _settings(processed_dir=processed_dir, model_dir=model_dir)
+    metrics, plot = evaluate_model(settings.processed_dir, settings.model_dir)
+    console.print(_table("held-out metrics (ONNX model, test split)", metrics))
+    console.print(f"plot: {plot}")
+
+
+@app.command()
+def predict(
+    source: Annotated[Path, typer.Argument(help="CSV or Parquet file with the feature columns")],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write (.csv or .parquet)")
+    ] = Path("predictions.parquet"),
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk")] = 100_000,
+    model_dir: ModelOption = None,
+) -> None:
+    """Score a file in chunks; write its rows plus prediction columns."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from .batch import predict_file
+    from .inference import OnnxModel
+
+    settings = _settings(model_dir=model_dir)
+    model = OnnxModel.load(settings.model_dir)
+    columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=errors, transient=True) as progress:
+        task = progress.add_task("predicting", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        rows = predict_file(model, source, output, chunk_size=chunk_size, on_progress=advance)
+    console.print(f"scored {rows} rows with model {model.card.version} -> {output}")
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help=f"Bind address [env: {ENV_PREFIX}HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help=f"Port [env: {ENV_PREFIX}PORT]")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help=f"Processes [env: {ENV_PREFIX}WORKERS]")
+    ] = None,
+    model_dir: ModelOption = None,
+) -> None:
+    """Serve the model over HTTP (FastAPI + uvicorn)."""
+    raise UserError(
+        "the HTTP server is not part of this release yet",
+        hint=f"use `{PROG} predict FILE` for batch scoring meanwhile",
+    )
+
+
+@app.command()
+def info(model_dir: ModelOption = None) -> None:
+    """Show the trained model's card: features, classes, metrics, provenance."""
+    from .card import CARD_FILE, load_card
+
+    settings = _settings(model_dir=model_dir)
+    card = load_card(settings.model_dir / CARD_FILE)
+    rows: dict[str, Any] = {
+        "name": card.name,
+        "version": card.version,
+        "task": card.task,
+        "estimator": card.estimator,
+        "target": card.target.name,
+        "classes": ", ".join(card.classes or ()) or "-",
+        "trained on": f"{card.dataset.rows_train} rows (test {card.dataset.rows_test})",
+        "created": card.created_at.isoformat(),
+        **card.metrics,
+    }
+    console.print(_table(f"model card ({settings.model_dir / CARD_FILE})", rows))
+    features = Table(
+        "feature", "type", "nullable", "allowed", title="features", title_justify="left"
+    )
+    for f in card.features:
+        allowed = (
+            ", ".join(f.categories)
+            if f.categories
+            else f"[{f.min:g}, {f.max:g}]"
+            if f.min is not None and f.max is not None
+            else "any"
+        )
+        features.add_row(f.name, f.type, "yes" if f.nullable else "no", allowed)
+    console.print(features)
+
+
+def main() -> None:
+    """Run the CLI, turning a `UserError` into one `error:` line plus its hint."""
+    from pydantic import ValidationError
+
+    try:
+        app()
+    except UserError as exc:
+        errors.print(f"[bold red]error:[/] {escape(str(exc))}")
+        if exc.hint:
+            errors.print(f"[dim]hint:[/] {escape(exc.hint)}")
+        sys.exit(1)
+    except ValidationError as exc:  # a setting from the environment or .env
+        from .schema import describe_validation_error
+
+        for line in describe_validation_error(exc):
+            errors.print(f"[bold red]error:[/] setting {escape(line)}")
+        errors.print(f"[dim]hint:[/] check the {ENV_PREFIX}* environment variables and .env")
+        sys.exit(1)

@@ -1,0 +1,43 @@
+"""Runtime settings: one class, read from the environment and `.env`, built only at the edges.
+
+Every variable carries the package's prefix (`MLOPS_TEMPLATE_` here; a generated project's own
+package name otherwise), e.g. `MLOPS_TEMPLATE_PORT=9000`. CLI options beat environment
+variables, which beat `.env`, which beats the defaults below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["ENV_PREFIX", "Settings"]
+
+ENV_PREFIX = __name__.split(".")[0].upper() + "_"
+
+
+class Settings(BaseSettings):
+    """Where the data and the model live, and how the server runs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", frozen=True, protected_namespaces=()
+    )
+
+    schema_path: Path = Field(Path("dataset.toml"), description="The dataset schema file")
+    processed_dir: Path = Field(Path("data/processed"), description="Where `prepare` writes")
+    model_dir: Path = Field(
+        Path("models"), description="Where `train` writes model.onnx and model.json"
+    )
+
+    host: str = Field("127.0.0.1", description="Address the server binds; 0.0.0.0 in a container")
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64, description="Server processes")
+    threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per process")
+    max_batch_rows: int = Field(4096, ge=1, description="Most rows in one prediction request")
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body")
+    max_concurrency: int = Field(
+        64, ge=1, description="Requests handled at once per process; more get 503 at once"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
