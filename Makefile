@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 PKG := mlops_template
 CLI := $(RUN) mlops-template
 
-.PHONY: help install format lint typecheck test test-fast all prepare train evaluate predict serve bench clean
+.PHONY: help install hooks format lint typecheck test test-fast all prepare train evaluate predict serve info bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -26,6 +26,9 @@ $(CURDIR)/.tools/bin/uv:
 
 install: $(UV) ## Create .venv with every dependency from uv.lock
 	$(UV) sync --frozen --all-extras
+
+hooks: install ## Install the git pre-commit hooks (they call make)
+	$(RUN) pre-commit install
 
 format: ## Format and autofix the code
 	$(RUN) ruff format .
@@ -60,6 +63,9 @@ predict: ## Score a file: make predict INPUT=data.csv OUTPUT=predictions.parquet
 
 serve: ## Serve the model on http://127.0.0.1:8000
 	$(CLI) serve
+
+info: ## Show the trained model's card
+	$(CLI) info
 
 bench: ## Print inference, batch prediction and preparation figures
 	$(RUN) python -m benchmarks

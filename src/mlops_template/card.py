@@ -47,6 +47,7 @@ class ModelCard(_Frozen):
     target: ColumnSpec
     features: tuple[ColumnSpec, ...]
     classes: tuple[str, ...] | None = None
+    null_values: tuple[str, ...] = Field(("", "NA"), description="Strings meaning missing in a CSV")
     metrics: dict[str, float]
     dataset: DatasetInfo
     onnx_sha256: str

@@ -25,6 +25,7 @@ from .schema import ColumnSpec, DatasetSchema
 __all__ = [
     "PrepareManifest",
     "TableReader",
+    "flag_names",
     "prepare_dataset",
     "read_dataset",
     "split_rows",
@@ -207,18 +208,24 @@ class TableReader:
         return frame.with_columns(*flags).with_columns(*exprs), checks
 
     def raise_on_flags(
-        self, frame: pl.DataFrame, checks: Sequence[_Check], *, row_offset: int = 0
+        self, frame: pl.DataFrame, checks: Sequence[_Check], *, row_index: str | None = None
     ) -> pl.DataFrame:
-        """Raise one `DataSchemaError` naming every failed check; else drop the flag columns."""
-        names = [_FLAG.format(i) for i in range(len(checks))]
+        """Raise one `DataSchemaError` naming every failed check; else drop the flag columns.
+
+        `row_index` names a column holding each row's 0-based position in the file, for a
+        frame that is one chunk of it.
+        """
+        names = flag_names(checks)
         counts = frame.select(pl.col(names).sum()).row(0) if names else ()
         issues = []
         for name, check, count in zip(names, checks, counts, strict=True):
             if not count:
                 continue
-            index = frame.get_column(name).arg_true().head(5).to_list()
-            rows = [self.row_number(row_offset + i) for i in index]
-            found = self._raw_values(check.column, [row_offset + i for i in index])
+            index = frame.get_column(name).arg_true().head(5)
+            if row_index is not None:
+                index = frame.get_column(row_index).gather(index)
+            rows = [self.row_number(i) for i in index]
+            found = self._raw_values(check.column, index.to_list())
             message = f"{check.message}; found {found}"
             issues.append(Issue(check.column, message, rows, self.row_label, count))
         if issues:
@@ -236,6 +243,11 @@ class TableReader:
         )
         shown = dict.fromkeys("missing" if v is None else repr(v[:40]) for v in values)
         return ", ".join(list(shown)[:3])
+
+
+def flag_names(checks: Sequence[_Check]) -> list[str]:
+    """The names of the flag columns that `TableReader.typed` adds for `checks`."""
+    return [_FLAG.format(i) for i in range(len(checks))]
 
 
 def _castable(dtype: pl.DataType, spec: ColumnSpec) -> bool:
@@ -274,17 +286,20 @@ def _check_csv_structure(path: Path) -> tuple[bool, int | None]:
         infer_schema=False,
         raise_if_empty=False,
     )
-    line = pl.col("line")
-    stats = (
-        lines.with_row_index("index")
-        .with_columns(
-            fields=line.str.replace_all(r'"[^"]*"', "").str.count_matches(",") + 1,
-            odd_quotes=line.str.count_matches('"') % 2 == 1,
-        )
-        .collect()
-    )
-    if stats.height == 0:
+    if path.stat().st_size == 0:
         raise DataFileError(f"{path}: the file is empty; expected a header row")
+    line = pl.col("line")
+    try:
+        stats = (
+            lines.with_row_index("index")
+            .with_columns(
+                fields=line.str.replace_all(r'"[^"]*"', "").str.count_matches(",") + 1,
+                odd_quotes=line.str.count_matches('"') % 2 == 1,
+            )
+            .collect()
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise DataFileError(f"{path}: cannot parse: {_first_line(exc)}") from None
     if stats.get_column("odd_quotes").any():
         return False, None
     expected = stats.item(0, "fields")
@@ -312,8 +327,11 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
         raise DataSchemaError(str(reader.path), issues)
     specs = [schema.target, *schema.features]
     frame, checks = reader.typed(reader.scan(), specs, target=schema.target.name)
-    columns = [s.name for s in specs] + [_FLAG.format(i) for i in range(len(checks))]
-    collected = frame.select(columns).collect()
+    columns = [s.name for s in specs] + flag_names(checks)
+    try:
+        collected = frame.select(columns).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise DataFileError(f"{reader.path}: cannot parse: {_first_line(exc)}") from None
     if collected.height == 0:
         raise DataFileError(
             f"{reader.path}: no data rows, only a header", hint="add rows of data to the file"
@@ -389,7 +407,10 @@ def to_model_inputs(frame: pl.DataFrame, features: Sequence[ColumnSpec]) -> dict
     for spec in features:
         column = frame.get_column(spec.name)
         if spec.type == "category":
-            array = np.array(column.fill_null(MISSING_CATEGORY).to_list(), dtype=object)
+            # Through the codes of an Enum: no Python string is made per row.
+            levels = [*(spec.categories or ()), MISSING_CATEGORY]
+            codes = column.fill_null(MISSING_CATEGORY).cast(pl.Enum(levels)).to_physical()
+            array = np.array(levels, dtype=object)[codes.to_numpy()]
         else:
             array = column.cast(pl.Float32).fill_null(float("nan")).to_numpy()
         inputs[spec.name] = array.reshape(-1, 1)

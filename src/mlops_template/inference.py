@@ -42,7 +42,7 @@ class ModelOutputError(MlopsTemplateError):
 class Prediction:
     """A batch's predictions: labels and class probabilities, or regression values."""
 
-    labels: npt.NDArray[np.str_] | None = None
+    labels: npt.NDArray[np.object_] | None = None
     probabilities: npt.NDArray[np.float32] | None = None
     values: npt.NDArray[np.float32] | None = None
 
@@ -148,7 +148,7 @@ class OnnxModel:
             return Prediction(values=values)
         labels, probabilities = outputs[0], np.asarray(outputs[1], dtype=np.float32)
         _require_finite(probabilities)
-        return Prediction(labels=np.asarray(labels).astype(str), probabilities=probabilities)
+        return Prediction(labels=np.asarray(labels, dtype=object), probabilities=probabilities)
 
     def predict(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Prediction:
         """Check, encode and predict a batch given as columns keyed by feature name."""

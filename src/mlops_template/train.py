@@ -147,6 +147,7 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
         target=schema.target,
         features=schema.features,
         classes=classes,
+        null_values=schema.null_values,
         metrics={},
         dataset=DatasetInfo(
             name=schema.name,

@@ -1,0 +1,54 @@
+"""Shared fixtures: the shipped schema, and a prepared dataset and trained model made once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mlops_template.card import ModelCard
+from mlops_template.data import prepare_dataset
+from mlops_template.schema import DatasetSchema, load_schema
+
+ROOT = Path(__file__).resolve().parents[1]
+PENGUINS = ROOT / "data" / "raw" / "penguins.csv"
+
+
+@pytest.fixture(scope="session")
+def schema() -> DatasetSchema:
+    """The repository's own dataset schema (penguins species)."""
+    return load_schema(ROOT / "dataset.toml")
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(schema: DatasetSchema, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The penguins data, prepared once for the session."""
+    out = tmp_path_factory.mktemp("processed")
+    prepare_dataset(schema, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained_dir(
+    schema: DatasetSchema, prepared_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """A model trained once for the session; tests that change it copy it first."""
+    from mlops_template.train import train_model
+
+    out = tmp_path_factory.mktemp("models")
+    train_model(schema, prepared_dir, out)
+    return out
+
+
+@pytest.fixture
+def model_dir(trained_dir: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained model, safe to tamper with."""
+    return Path(shutil.copytree(trained_dir, tmp_path / "models"))
+
+
+@pytest.fixture(scope="session")
+def card(trained_dir: Path) -> ModelCard:
+    from mlops_template.card import CARD_FILE, load_card
+
+    return load_card(trained_dir / CARD_FILE)

@@ -1,0 +1,187 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mlops_template.card import CARD_FILE, MODEL_FILE
+from mlops_template.data import TEST_FILE, to_model_inputs
+from mlops_template.errors import InputValidationError, ModelIntegrityError, ModelNotFoundError
+from mlops_template.inference import OnnxModel
+
+ROW = {
+    "island": "Biscoe",
+    "bill_length_mm": 47.5,
+    "bill_depth_mm": 15.0,
+    "flipper_length_mm": 218.0,
+    "body_mass_g": 4950.0,
+    "sex": "male",
+}
+
+
+def columns(*rows: dict[str, object]) -> dict[str, list[object]]:
+    return {name: [row[name] for row in rows] for name in rows[0]}
+
+
+@pytest.fixture(scope="module")
+def model(trained_dir: Path) -> OnnxModel:
+    return OnnxModel.load(trained_dir)
+
+
+def test_predicts_labels_and_probabilities(model: OnnxModel) -> None:
+    prediction = model.predict(
+        columns(
+            ROW,
+            {
+                **ROW,
+                "island": "Torgersen",
+                "bill_length_mm": 38.0,
+                "bill_depth_mm": 19.0,
+                "flipper_length_mm": 185.0,
+                "body_mass_g": 3600.0,
+            },
+        )
+    )
+    assert prediction.labels is not None
+    assert prediction.probabilities is not None
+    assert prediction.labels.tolist() == ["Gentoo", "Adelie"]
+    np.testing.assert_allclose(prediction.probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_missing_values_are_imputed_where_the_schema_allows(model: OnnxModel) -> None:
+    prediction = model.predict(columns({**ROW, "sex": None, "bill_depth_mm": None}))
+    assert prediction.labels is not None
+    assert prediction.labels.tolist() == ["Gentoo"]
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (
+            {"island": None},
+            "column 'island': missing value, but the feature is not nullable (row 0)",
+        ),
+        (
+            {"island": "Mars"},
+            "column 'island': unknown category; expected one of: Biscoe, Dream, Torgersen (row 0)",
+        ),
+        ({"island": 3}, "column 'island': expected a category label (string), got int"),
+        ({"bill_length_mm": "47.5"}, "column 'bill_length_mm': expected a number, got str"),
+        ({"bill_length_mm": True}, "column 'bill_length_mm': expected a number, got bool"),
+        ({"bill_length_mm": float("nan")}, "column 'bill_length_mm': not a finite number"),
+        ({"body_mass_g": float("inf")}, "column 'body_mass_g': not a finite number"),
+        ({"body_mass_g": 1e6}, "column 'body_mass_g': above the maximum 7000"),
+        ({"flipper_length_mm": -1.0}, "column 'flipper_length_mm': below the minimum 150"),
+    ],
+)
+def test_bad_values_name_the_row_and_column(
+    model: OnnxModel, change: dict[str, object], fragment: str
+) -> None:
+    with pytest.raises(InputValidationError) as caught:
+        model.predict(columns({**ROW, **change}))
+    assert fragment in str(caught.value)
+
+
+def test_bad_rows_are_reported_by_index(model: OnnxModel) -> None:
+    rows = [ROW, ROW, {**ROW, "island": "Mars"}, ROW, {**ROW, "island": "Mars"}]
+    with pytest.raises(InputValidationError, match=r"unknown category.*\(rows 2, 4\)"):
+        model.predict(columns(*rows))
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (
+            {k: v for k, v in columns(ROW).items() if k != "sex"},
+            "column 'sex': missing; the model needs this feature",
+        ),
+        ({**columns(ROW), "year": [2007]}, "column 'year': not a model feature"),
+        ({**columns(ROW), "sex": ["male", "female"]}, "columns have different lengths: [1, 2]"),
+        ({k: [] for k in ROW}, "no rows to predict"),
+    ],
+)
+def test_bad_column_sets_are_rejected(
+    model: OnnxModel, data: dict[str, list[object]], fragment: str
+) -> None:
+    with pytest.raises(InputValidationError) as caught:
+        model.predict(data)
+    assert fragment in str(caught.value)
+
+
+def test_missing_model_says_to_train(tmp_path: Path, model_dir: Path) -> None:
+    with pytest.raises(ModelNotFoundError, match="model card not found") as caught:
+        OnnxModel.load(tmp_path)
+    assert "make train" in caught.value.hint
+    (model_dir / MODEL_FILE).unlink()
+    with pytest.raises(ModelNotFoundError, match=r"model\.onnx: model not found"):
+        OnnxModel.load(model_dir)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "tamper"])
+def test_a_model_that_does_not_match_its_card_is_refused(model_dir: Path, damage: str) -> None:
+    path = model_dir / MODEL_FILE
+    data = path.read_bytes()
+    path.write_bytes(
+        data[: len(data) // 2] if damage == "truncate" else data[:-1] + bytes([data[-1] ^ 1])
+    )
+    with pytest.raises(ModelIntegrityError, match="does not match the model card"):
+        OnnxModel.load(model_dir)
+
+
+def test_a_card_whose_features_differ_from_the_model_is_refused(model_dir: Path) -> None:
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    card["features"][0]["name"] = "archipelago"
+    (model_dir / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError, match="differ from the card's"):
+        OnnxModel.load(model_dir)
+
+
+def test_a_garbage_card_is_refused_with_the_field_named(model_dir: Path) -> None:
+    card = json.loads((model_dir / CARD_FILE).read_text())
+    del card["onnx_sha256"]
+    (model_dir / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError, match="onnx_sha256: Field required"):
+        OnnxModel.load(model_dir)
+
+
+def test_concurrent_predictions_from_one_session_are_all_right(
+    model: OnnxModel, prepared_dir: Path
+) -> None:
+    test = pl.read_parquet(prepared_dir / TEST_FILE)
+    feed = to_model_inputs(test, model.card.features)
+    expected = model.run(feed)
+    rows = [{name: array[i : i + 1] for name, array in feed.items()} for i in range(test.height)]
+
+    def one(i: int) -> bool:
+        got = model.run(rows[i % len(rows)])
+        assert got.labels is not None
+        assert expected.labels is not None
+        return bool(got.labels[0] == expected.labels[i % len(rows)])
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(2000)))
+    assert all(results)
+    assert len(results) == 2000
+
+
+def test_inference_never_imports_scikit_learn(trained_dir: Path) -> None:
+    code = f"""
+import sys
+from pathlib import Path
+from mlops_template.inference import OnnxModel
+m = OnnxModel.load(Path({str(trained_dir)!r}))
+first = {{f.name: f.categories[0] if f.categories else f.min for f in m.card.features}}
+m.predict({{name: [value] for name, value in first.items()}})
+roots = {{'sklearn', 'skl2onnx', 'mlops_template'}}
+print(sorted(n for n in sys.modules if n.split('.')[0] in roots))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = json.loads(out.stdout.replace("'", '"'))
+    assert "mlops_template.inference" in loaded
+    assert not [n for n in loaded if n.startswith(("sklearn", "skl2onnx", "mlops_template.train"))]
