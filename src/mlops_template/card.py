@@ -47,6 +47,10 @@ class ModelCard(_Frozen):
     target: ColumnSpec
     features: tuple[ColumnSpec, ...]
     classes: tuple[str, ...] | None = None
+    example: dict[str, float | str | None] = Field(
+        default_factory=dict,
+        description="A real row of features, for documentation and smoke tests",
+    )
     null_values: tuple[str, ...] = Field(("", "NA"), description="Strings meaning missing in a CSV")
     metrics: dict[str, float]
     dataset: DatasetInfo

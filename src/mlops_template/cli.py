@@ -154,11 +154,19 @@ def serve(
     ] = None,
     model_dir: ModelOption = None,
 ) -> None:
-    """Serve the model over HTTP (FastAPI + uvicorn)."""
-    raise UserError(
-        "the HTTP server is not part of this release yet",
-        hint=f"use `{PROG} predict FILE` for batch scoring meanwhile",
+    """Serve the model over HTTP: FastAPI on uvicorn, docs at /docs."""
+    try:
+        from .serving.server import run
+    except ImportError as exc:
+        raise UserError(
+            f"serving libraries are not installed ({exc.name})",
+            hint="install the `serve` extra: `make install` or `uv sync --extra serve`",
+        ) from None
+    settings = _settings(host=host, port=port, workers=workers, model_dir=model_dir)
+    errors.print(
+        f"serving {settings.model_dir} on http://{settings.host}:{settings.port} (docs at /docs)"
     )
+    run(settings)
 
 
 @app.command()

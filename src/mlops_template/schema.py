@@ -7,6 +7,7 @@ card carries it, and the server builds its request schema from the card.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -105,16 +106,28 @@ class DatasetSchema(_Frozen):
 
 
 def describe_validation_error(error: ValidationError) -> list[str]:
-    """One `field: message (got value)` line per pydantic error, never a raw dump."""
+    """One `field: message (got value)` line per pydantic error, never a raw dump.
+
+    Locations read like code (`records[3].bill_length_mm`). A value is echoed only when it is
+    short and harmless: never a non-finite number, a container, or more than 40 characters.
+    """
     lines = []
-    for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "(root)"
-        message = item["msg"]
-        got = ""
-        if item["type"] not in {"missing"} and not isinstance(item.get("input"), dict | list):
-            got = f" (got {item.get('input')!r})"
-        lines.append(f"{where}: {message}{got}")
+    for item in error.errors(include_url=False, include_context=False):
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
+        where = where.lstrip(".") or "(body)"
+        lines.append(f"{where}: {item['msg']}{_echo(item.get('input'), item['type'])}")
     return lines
+
+
+def _echo(value: object, kind: str) -> str:
+    if kind in {"missing", "json_invalid"} or isinstance(value, dict | list | tuple):
+        return ""
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = repr(value)
+    return f" (got {text})" if len(text) <= 40 else ""
 
 
 def load_schema(path: Path) -> DatasetSchema:

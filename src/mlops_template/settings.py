@@ -40,4 +40,13 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(
         64, ge=1, description="Requests handled at once per process; more get 503 at once"
     )
+    graceful_timeout: int = Field(
+        30, ge=0, description="Seconds that requests in flight get to finish after SIGTERM"
+    )
+    batching: bool = Field(True, description="Coalesce concurrent requests into one model call")
+    otel: bool = Field(
+        False,
+        description="FastAPI's OpenTelemetry tracing and metrics, for an app with an OTel SDK",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_requests: bool = Field(False, description="Log every request (errors are always logged)")

@@ -148,6 +148,7 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
         features=schema.features,
         classes=classes,
         null_values=schema.null_values,
+        example=_example(test.select(schema.feature_names)),
         metrics={},
         dataset=DatasetInfo(
             name=schema.name,
@@ -170,6 +171,13 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
         card_tmp = stack.enter_context(atomic_path(model_dir / CARD_FILE))
         card_tmp.write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
     return card
+
+
+def _example(features: pl.DataFrame) -> dict[str, float | str | None]:
+    """The first complete row of the test split: a realistic request for docs and smoke tests."""
+    complete = features.drop_nulls()
+    row = (complete if complete.height else features).row(0, named=True)
+    return {k: float(v) if isinstance(v, int | float) else v for k, v in row.items()}
 
 
 def _session(path: Path) -> Any:

@@ -1,0 +1,194 @@
+"""The application factory: `create_app(settings)`.
+
+The model card is read when the app is built, so that the request schema and `/docs` match the
+model; the lifespan loads the ONNX file once, checks it against that card, runs a smoke
+prediction and only then marks the server ready.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
+
+from .. import __version__
+from ..card import CARD_FILE, load_card
+from ..errors import ModelIntegrityError
+from ..inference import ModelOutputError, OnnxModel
+from ..settings import Settings
+from .batching import InFlight, MicroBatcher
+from .metrics import ServingMetrics
+from .middleware import ServingMiddleware
+from .routes import health, predict, v2
+from .schemas import ErrorResponse, InferRequest, PredictSchemas
+from .service import ApiError, JSONBytesResponse, ModelService, error_body
+
+__all__ = ["create_app", "create_app_from_env"]
+
+log = logging.getLogger(__name__.rsplit(".", 1)[0])
+
+
+def _smoke_columns(service: ModelService) -> dict[str, list[Any]]:
+    example = service.card.example
+    return {
+        f.name: [example.get(f.name) if f.name in example else (f.categories or [f.min or 0.0])[0]]
+        for f in service.card.features
+    }
+
+
+def _lifespan(settings: Settings, service: ModelService) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model = OnnxModel.load(settings.model_dir, threads=settings.threads)
+        if model.card != service.card:
+            raise ModelIntegrityError(
+                f"{model.path}: the model changed while the server was starting"
+            )
+        model.predict(_smoke_columns(service))  # a model that cannot predict never becomes ready
+        service.model = model
+        service.batcher = MicroBatcher(
+            model,
+            max_rows=settings.max_batch_rows,
+            enabled=settings.batching,
+            on_call=service.metrics.model_calls.inc,
+        )
+        service.ready = True
+        log.info("model ready", extra={"model": service.card.name, "version": service.card.version})
+        try:
+            yield
+        finally:
+            service.ready = False
+            log.info("shutting down", extra={"model": service.card.name})
+
+    return lifespan
+
+
+async def _fast_predict(service: ModelService, scope: Scope, body: bytes) -> bytes:
+    content_type = next(
+        (v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), ""
+    )
+    return await predict.predict_json(service, content_type, body)
+
+
+def _request_id(request: Request) -> str | None:
+    value = request.scope.get("state", {}).get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def answer(
+        request: Request, status: int, detail: list[str], headers: dict[str, str] | None = None
+    ) -> JSONBytesResponse:
+        return JSONBytesResponse(
+            error_body(detail, _request_id(request)), status_code=status, headers=headers
+        )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONBytesResponse:
+        return answer(request, exc.status, exc.detail, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONBytesResponse:
+        lines = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return answer(request, 422, lines)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONBytesResponse:
+        return answer(request, exc.status_code, [str(exc.detail)], dict(exc.headers or {}))
+
+    @app.exception_handler(ModelOutputError)
+    async def bad_output(request: Request, exc: ModelOutputError) -> JSONBytesResponse:
+        log.error("model output not finite", extra={"request_id": _request_id(request)})
+        return answer(request, 500, [str(exc)])
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, exc: Exception) -> JSONBytesResponse:
+        log.exception("unhandled error", extra={"request_id": _request_id(request)})
+        return answer(request, 500, ["internal server error"])
+
+
+def _openapi(app: FastAPI, schemas: PredictSchemas) -> Any:
+    """The OpenAPI schema, with the request bodies that the fast routes read themselves."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            components = document.setdefault("components", {}).setdefault("schemas", {})
+            for model in (schemas.request, InferRequest, ErrorResponse):
+                schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+                components.update(schema.pop("$defs", {}))
+                components[model.__name__] = schema
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    return openapi
+
+
+class ModelServer(FastAPI):
+    """A FastAPI app whose serving middleware runs first, before FastAPI's own layers."""
+
+    front: ServingMiddleware | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.front is not None:
+            await self.front(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the FastAPI application for the model in `settings.model_dir`."""
+    settings = settings or Settings()
+    card = load_card(settings.model_dir / CARD_FILE)
+    schemas = PredictSchemas(card, max_rows=settings.max_batch_rows)
+    metrics = ServingMetrics(card)
+    inflight = InFlight()
+    service = ModelService(
+        card=card,
+        schemas=schemas,
+        metrics=metrics,
+        inflight=inflight,
+        feature_names=card.feature_names,
+    )
+    app = ModelServer(
+        title=f"{card.name} model server",
+        version=__version__,
+        description=(
+            f"Serves the `{card.name}` {card.task} model (version `{card.version}`, "
+            f"{card.estimator}) with onnxruntime. `POST /predict` takes records keyed by feature; "
+            "the Open Inference Protocol (v2) is under `/v2`."
+        ),
+        lifespan=_lifespan(settings, service),
+        telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
+    )
+    app.state.service = service
+    app.include_router(predict.build_router(schemas))
+    app.include_router(v2.router)
+    app.include_router(health.router)
+    _install_error_handlers(app)
+    app.openapi = _openapi(app, schemas)  # type: ignore[method-assign]
+    app.front = ServingMiddleware(
+        partial(FastAPI.__call__, app),
+        fast_routes={("POST", predict.PATH): partial(_fast_predict, service)},
+        metrics=metrics,
+        inflight=inflight,
+        max_body_bytes=settings.max_body_bytes,
+        max_concurrency=settings.max_concurrency,
+        log_requests=settings.log_requests,
+    )
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """The factory uvicorn calls in each worker: settings from the environment."""
+    return create_app(Settings())

@@ -1,0 +1,1 @@
+"""One router per concern: predictions, the Open Inference Protocol, health and metadata."""

@@ -1,0 +1,195 @@
+"""Request and response models, built from the model card so the API always matches the model.
+
+`/docs` shows each real feature with its type, range or categories, and an example row taken
+from the test split; requests are validated in pydantic's Rust core straight from the raw body.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, with_config
+from typing_extensions import TypedDict
+
+from ..card import ModelCard
+from ..schema import ColumnSpec
+
+__all__ = [
+    "ErrorResponse",
+    "InferRequest",
+    "InferResponse",
+    "ModelMetadata",
+    "PredictSchemas",
+    "ServerMetadata",
+    "TensorMetadata",
+]
+
+_STRICT = ConfigDict(extra="forbid")
+
+
+def _one_of(values: tuple[str, ...]) -> Any:
+    """`Literal[values]`, built at run time from the model card."""
+    return Literal.__getitem__(values)
+
+
+def _feature_type(spec: ColumnSpec) -> Any:
+    base: Any
+    if spec.type == "category":
+        base = _one_of(tuple(spec.categories or ()))
+    elif spec.type == "integer":
+        base = Annotated[int, Field(ge=spec.min, le=spec.max)]
+    else:
+        base = Annotated[float, Field(allow_inf_nan=False, ge=spec.min, le=spec.max)]
+    description = spec.description or spec.name
+    if spec.nullable:
+        base = base | None
+        description += " (null when unknown)"
+    return Annotated[base, Field(description=description)]
+
+
+def _prediction_item(card: ModelCard) -> Any:
+    """One record's prediction: label and probabilities, or value."""
+    if card.task == "classification":
+        classes: Any = _one_of(tuple(card.classes or ()))
+        return create_model(
+            "ClassPrediction",
+            __config__=_STRICT,
+            label=(classes, Field(description="The most likely class")),
+            probabilities=(dict[classes, float], Field(description="Each class's probability")),
+        )
+    return create_model(
+        "ValuePrediction",
+        __config__=_STRICT,
+        value=(float, Field(description=f"Predicted {card.target.name}")),
+    )
+
+
+class PredictSchemas:
+    """The `/predict` request and response models for one model card."""
+
+    def __init__(self, card: ModelCard, *, max_rows: int) -> None:
+        self.max_rows = max_rows
+        fields = {spec.name: _feature_type(spec) for spec in card.features}
+        record: Any = with_config(_STRICT)(TypedDict("Record", fields))  # type: ignore[operator]
+        examples: Any = [{"records": [card.example]}] if card.example else []
+        self.request = create_model(
+            "PredictRequest",
+            __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": examples}),
+            records=(
+                list[record],
+                Field(
+                    min_length=1,
+                    max_length=max_rows,
+                    description="Rows to predict, keyed by feature",
+                ),
+            ),
+        )
+        self.adapter: TypeAdapter[Any] = TypeAdapter(self.request)
+        items: Any = list[_prediction_item(card)]  # type: ignore[misc]
+        self.response = create_model(
+            "PredictResponse",
+            __config__=_STRICT,
+            model_name=(str, ...),
+            model_version=(str, Field(description="The first 12 hex digits of the ONNX sha256")),
+            predictions=(items, Field(description="One per record, in order")),
+        )
+
+
+class ErrorResponse(BaseModel):
+    """Every error: one line per problem, naming the row and field, and the request id."""
+
+    model_config = _STRICT
+    detail: list[str] = Field(
+        examples=[["records[0].bill_length_mm: Input should be a finite number"]]
+    )
+    request_id: str | None = None
+
+
+Datatype = Literal[
+    "BOOL",
+    "UINT8",
+    "UINT16",
+    "UINT32",
+    "UINT64",
+    "INT8",
+    "INT16",
+    "INT32",
+    "INT64",
+    "FP16",
+    "FP32",
+    "FP64",
+    "BYTES",
+]
+Scalar = float | str | bool | None
+
+
+class RequestInput(BaseModel):
+    """One input tensor of the Open Inference Protocol: a feature's values for every row."""
+
+    model_config = _STRICT
+    name: str
+    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=2)
+    datatype: Datatype
+    parameters: dict[str, Scalar] | None = None
+    data: list[Scalar]
+
+
+class RequestOutput(BaseModel):
+    model_config = _STRICT
+    name: str
+    parameters: dict[str, Scalar] | None = None
+
+
+class InferRequest(BaseModel):
+    """`POST /v2/models/{name}/infer`: one tensor per feature, `[rows]` or `[rows, 1]`."""
+
+    model_config = _STRICT
+    id: str | None = None
+    parameters: dict[str, Scalar] | None = None
+    inputs: list[RequestInput] = Field(min_length=1)
+    outputs: list[RequestOutput] | None = None
+
+
+class ResponseOutput(BaseModel):
+    model_config = _STRICT
+    name: str
+    shape: list[int]
+    datatype: Datatype
+    parameters: dict[str, Scalar] | None = None
+    data: list[float | str]
+
+
+class InferResponse(BaseModel):
+    model_config = _STRICT
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Scalar] | None = None
+    outputs: list[ResponseOutput]
+
+
+class TensorMetadata(BaseModel):
+    model_config = _STRICT
+    name: str
+    datatype: Datatype
+    shape: list[int]
+
+
+class ModelMetadata(BaseModel):
+    """`GET /v2/models/{name}`."""
+
+    model_config = _STRICT
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+
+class ServerMetadata(BaseModel):
+    """`GET /v2`."""
+
+    model_config = _STRICT
+    name: str
+    version: str
+    extensions: list[str]

@@ -1,0 +1,42 @@
+"""Serve the app with uvicorn: `run(settings)`, behind `mlops-template serve` and `make serve`."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from ..inference import OnnxModel
+from ..settings import ENV_PREFIX, Settings
+from .logs import logging_config
+
+__all__ = ["run"]
+
+_FACTORY = f"{__name__.rsplit('.', 1)[0]}.app:create_app_from_env"
+
+
+def run(settings: Settings) -> None:
+    """Serve until SIGTERM or Ctrl-C, then let requests in flight finish.
+
+    The model is loaded once here first, so that a missing or damaged model stops the command
+    with one clear error before any port is opened or worker started.
+    """
+    OnnxModel.load(settings.model_dir, threads=settings.threads)
+    # Workers build their app from the environment: hand them these settings, CLI options included.
+    for name, value in settings.model_dump(mode="json").items():
+        os.environ[f"{ENV_PREFIX}{name.upper()}"] = (
+            str(value).lower() if isinstance(value, bool) else str(value)
+        )
+    uvicorn.run(
+        _FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="auto",  # uvloop where installed
+        http="auto",  # httptools where installed
+        access_log=False,  # the middleware counts every request; errors are logged
+        log_config=logging_config(settings.log_level),
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        server_header=False,
+    )

@@ -1,0 +1,132 @@
+"""What the routes share: the loaded model, its schemas, the batcher, the metrics, and errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Request
+from fastapi.responses import Response
+from pydantic import TypeAdapter, ValidationError
+
+from ..card import ModelCard
+from ..inference import OnnxModel
+from ..schema import describe_validation_error
+from .batching import InFlight, MicroBatcher
+from .metrics import ServingMetrics
+from .schemas import ErrorResponse, PredictSchemas
+
+__all__ = [
+    "ApiError",
+    "JSONBytesResponse",
+    "ModelService",
+    "ServiceDep",
+    "check_json_content_type",
+    "dumps",
+    "error_body",
+    "error_responses",
+    "get_service",
+    "parse_json",
+    "require_json",
+]
+
+
+@dataclass
+class ModelService:
+    """The loaded model and what serves it; one per process, built by the app's lifespan."""
+
+    card: ModelCard
+    schemas: PredictSchemas
+    metrics: ServingMetrics
+    inflight: InFlight
+    model: OnnxModel | None = None
+    batcher: MicroBatcher | None = None
+    ready: bool = False
+    feature_names: tuple[str, ...] = field(default=())
+
+
+class ApiError(Exception):
+    """An error answered as JSON: a status, one line per problem, optional headers."""
+
+    def __init__(
+        self, status: int, detail: list[str], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__("; ".join(detail))
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+class JSONBytesResponse(Response):
+    """A response whose body is already JSON bytes (made by orjson)."""
+
+    media_type = "application/json"
+
+
+async def get_service(request: Request) -> ModelService:
+    """The process's model service, once the model is loaded and has passed its smoke test."""
+    service: ModelService = request.app.state.service
+    if not service.ready:
+        raise ApiError(503, ["model not ready"], {"Retry-After": "1"})
+    return service
+
+
+ServiceDep = Annotated[ModelService, Depends(get_service)]
+
+_MESSAGES = {
+    400: "Malformed request (the body is not JSON)",
+    404: "No such model",
+    413: "Request body too large",
+    415: "Content-Type is not application/json",
+    422: "The request breaks the model's schema; one line per problem, naming the row and field",
+    500: "Internal error (the model produced a non-finite value, or a bug)",
+    503: "Overloaded or not ready; retry after the Retry-After seconds",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for error statuses, all with the `ErrorResponse` body."""
+    return {code: {"model": ErrorResponse, "description": _MESSAGES[code]} for code in codes}
+
+
+def require_json(request: Request) -> None:
+    """Refuse a body that does not say it is JSON."""
+    check_json_content_type(request.headers.get("content-type", ""))
+
+
+def check_json_content_type(content_type: str) -> None:
+    """Raise 415 unless `content_type` is JSON (`application/json` or `application/*+json`)."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    if kind != "application/json" and not (
+        kind.startswith("application/") and kind.endswith("+json")
+    ):
+        raise ApiError(
+            415, [f"Content-Type must be application/json, not {kind[:60] or 'missing'!r}"]
+        )
+
+
+def parse_json(adapter: TypeAdapter[Any], body: bytes) -> Any:
+    """Validate a raw body in pydantic's core: 400 if not JSON, 422 if it breaks the schema."""
+    try:
+        return adapter.validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            reason = (
+                next(e for e in errors if e["type"] == "json_invalid")
+                .get("ctx", {})
+                .get("error", "")
+            )
+            raise ApiError(400, [f"body is not valid JSON: {str(reason)[:120]}"]) from None
+        raise ApiError(422, describe_validation_error(exc)) from None
+
+
+def error_body(detail: list[str], request_id: str | None) -> bytes:
+    """The JSON of every error response: `{"detail": [...], "request_id": ...}`."""
+    return orjson.dumps({"detail": detail, "request_id": request_id})
+
+
+def dumps(content: Any) -> bytes:
+    """JSON bytes, numpy arrays included."""
+    return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
