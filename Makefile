@@ -37,6 +37,10 @@ format: ## Format and autofix the code
 lint: ## Lint: ruff, formatting, the Dockerfile and the workflows
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+	$(RUN) hadolint Dockerfile
+	$(RUN) zizmor --offline --quiet .github/workflows
+	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 
 typecheck: ## Type-check src/ with mypy (strict)
 	$(RUN) mypy

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import tempfile
+from pathlib import Path
 
-from . import pipeline
+from . import pipeline, serving
 
 
 def main() -> None:
@@ -12,6 +14,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that it runs")
     args = parser.parse_args()
     pipeline.run(quick=args.quick)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        serving.bench_serving(pipeline.train(Path(tmp)))
 
 
 main()

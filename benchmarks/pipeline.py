@@ -48,7 +48,8 @@ def synthetic_rows(source: Path, rows: int, seed: int = 0) -> pl.DataFrame:
     return sample.with_columns(jitter)
 
 
-def _train(workdir: Path) -> Path:
+def train(workdir: Path) -> Path:
+    """Prepare the shipped data and train on it in `workdir`; return the model folder."""
     from mlops_template.data import prepare_dataset
     from mlops_template.schema import load_schema
     from mlops_template.train import train_model
@@ -63,7 +64,7 @@ def bench_inference(workdir: Path, rows: int) -> None:
     from mlops_template.batch import predict_file
     from mlops_template.inference import OnnxModel
 
-    model = OnnxModel.load(_train(workdir))
+    model = OnnxModel.load(train(workdir))
     frame = synthetic_rows(ROOT / "data/raw/penguins.csv", rows)
     from mlops_template.data import to_model_inputs
 

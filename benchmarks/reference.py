@@ -44,8 +44,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     assert prediction.probabilities is not None
     predictions = [
         {"label": label, "probabilities": dict(zip(_classes, row, strict=True))}
-        for label, row in zip(prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True)
+        for label, row in zip(
+            prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True
+        )
     ]
-    answer = orjson.dumps({"model_name": _name, "model_version": _version, "predictions": predictions})
+    answer = orjson.dumps(
+        {"model_name": _name, "model_version": _version, "predictions": predictions}
+    )
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": answer})

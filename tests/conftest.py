@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from mlops_template.card import ModelCard
 from mlops_template.data import prepare_dataset
 from mlops_template.schema import DatasetSchema, load_schema
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[1]
 PENGUINS = ROOT / "data" / "raw" / "penguins.csv"
@@ -52,3 +57,16 @@ def card(trained_dir: Path) -> ModelCard:
     from mlops_template.card import CARD_FILE, load_card
 
     return load_card(trained_dir / CARD_FILE)
+
+
+@pytest.fixture(scope="session")
+def api(trained_dir: Path) -> Iterator[TestClient]:
+    """An in-process client of the model server, started once (lifespan included)."""
+    from fastapi.testclient import TestClient
+
+    from mlops_template.serving import create_app
+    from mlops_template.settings import Settings
+
+    app = create_app(Settings(model_dir=trained_dir, max_batch_rows=64, max_body_bytes=64 * 1024))
+    with TestClient(app) as client:
+        yield client

@@ -30,7 +30,7 @@ app = typer.Typer(
     help="Prepare data, train and export an ONNX model, evaluate it, predict in batch, serve it.",
 )
 console = Console()
-errors = Console(stderr=True, highlight=False)
+errors = Console(stderr=True, highlight=False, soft_wrap=True)  # one line per message
 
 SchemaOption = Annotated[
     Path | None,
@@ -163,10 +163,8 @@ def serve(
             hint="install the `serve` extra: `make install` or `uv sync --extra serve`",
         ) from None
     settings = _settings(host=host, port=port, workers=workers, model_dir=model_dir)
-    errors.print(
-        f"serving {settings.model_dir} on http://{settings.host}:{settings.port} (docs at /docs)"
-    )
-    run(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    run(settings, banner=f"serving {settings.model_dir} on {url} (docs at {url}/docs)")
 
 
 @app.command()

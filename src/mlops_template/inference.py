@@ -184,7 +184,7 @@ def _check_column(spec: ColumnSpec, values: Sequence[Any] | npt.NDArray[Any]) ->
         elif isinstance(value, bool) or not isinstance(value, int | float | np.number):
             add(f"expected a number, got {type(value).__name__}", row)
         elif not math.isfinite(value):
-            add("not a finite number (NaN or infinity)", row)
+            add("not a finite number", row)
         elif spec.type == "integer" and value != math.floor(value):
             add("expected a whole number", row)
         elif spec.min is not None and value < spec.min:

@@ -70,7 +70,9 @@ class PredictSchemas:
     def __init__(self, card: ModelCard, *, max_rows: int) -> None:
         self.max_rows = max_rows
         fields = {spec.name: _feature_type(spec) for spec in card.features}
-        record: Any = with_config(_STRICT)(TypedDict("Record", fields))  # type: ignore[operator]
+        # Strict: "47.5" is not a number and true is not 1, however lenient JSON parsers may be.
+        strict = ConfigDict(extra="forbid", strict=True)
+        record: Any = with_config(strict)(TypedDict("Record", fields))  # type: ignore[operator]
         examples: Any = [{"records": [card.example]}] if card.example else []
         self.request = create_model(
             "PredictRequest",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import uvicorn
 
@@ -15,13 +16,15 @@ __all__ = ["run"]
 _FACTORY = f"{__name__.rsplit('.', 1)[0]}.app:create_app_from_env"
 
 
-def run(settings: Settings) -> None:
+def run(settings: Settings, *, banner: str | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C, then let requests in flight finish.
 
     The model is loaded once here first, so that a missing or damaged model stops the command
     with one clear error before any port is opened or worker started.
     """
     OnnxModel.load(settings.model_dir, threads=settings.threads)
+    if banner:
+        print(banner, file=sys.stderr, flush=True)
     # Workers build their app from the environment: hand them these settings, CLI options included.
     for name, value in settings.model_dump(mode="json").items():
         os.environ[f"{ENV_PREFIX}{name.upper()}"] = (

@@ -1,0 +1,200 @@
+"""The model server in process: every endpoint, and answers equal to the in-process model's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from mlops_template.card import ModelCard
+from mlops_template.data import TEST_FILE
+from mlops_template.inference import OnnxModel
+from mlops_template.serving import create_app
+from mlops_template.settings import Settings
+
+
+def records(prepared_dir: Path, card: ModelCard) -> list[dict[str, object]]:
+    test = pl.read_parquet(prepared_dir / TEST_FILE).select(card.feature_names)
+    return test.to_dicts()
+
+
+def v2_inputs(rows: list[dict[str, object]], card: ModelCard) -> list[dict[str, object]]:
+    return [
+        {
+            "name": f.name,
+            "shape": [len(rows), 1],
+            "datatype": "BYTES" if f.type == "category" else "FP32",
+            "data": [row[f.name] for row in rows],
+        }
+        for f in card.features
+    ]
+
+
+def test_predict_equals_the_in_process_model_for_every_test_row(
+    api: TestClient, prepared_dir: Path, trained_dir: Path, card: ModelCard
+) -> None:
+    rows = records(prepared_dir, card)
+    model = OnnxModel.load(trained_dir)
+    served: list[dict[str, object]] = []
+    for start in range(0, len(rows), 50):
+        response = api.post("/predict", json={"records": rows[start : start + 50]})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["model_version"] == card.version
+        assert body["model_name"] == "penguins"
+        served += body["predictions"]
+    expected = model.predict({n: [r[n] for r in rows] for n in card.feature_names})
+    assert expected.labels is not None
+    assert expected.probabilities is not None
+    assert [p["label"] for p in served] == expected.labels.tolist()
+    probabilities = np.array([[p["probabilities"][c] for c in card.classes or ()] for p in served])
+    np.testing.assert_allclose(probabilities, expected.probabilities, atol=1e-6)
+
+
+def test_v2_infer_gives_the_same_answer_as_predict(
+    api: TestClient, prepared_dir: Path, card: ModelCard
+) -> None:
+    rows = records(prepared_dir, card)[:20]
+    predicted = api.post("/predict", json={"records": rows}).json()["predictions"]
+    response = api.post(
+        "/v2/models/penguins/infer", json={"id": "r1", "inputs": v2_inputs(rows, card)}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == "r1"
+    assert body["model_version"] == card.version
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["label"]["data"] == [p["label"] for p in predicted]
+    assert outputs["probabilities"]["shape"] == [20, 3]
+    flat = [p["probabilities"][c] for p in predicted for c in card.classes or ()]
+    np.testing.assert_allclose(outputs["probabilities"]["data"], flat, atol=1e-6)
+    versioned = api.post(
+        f"/v2/models/penguins/versions/{card.version}/infer",
+        json={"inputs": v2_inputs(rows, card), "outputs": [{"name": "label"}]},
+    )
+    assert [o["name"] for o in versioned.json()["outputs"]] == ["label"]
+
+
+def test_missing_values_are_accepted_where_the_card_allows(
+    api: TestClient, card: ModelCard
+) -> None:
+    row = {**card.example, "sex": None, "bill_depth_mm": None}
+    response = api.post("/predict", json={"records": [row]})
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"][0]["label"] in (card.classes or ())
+
+
+def test_health_and_metadata(api: TestClient, card: ModelCard) -> None:
+    assert api.get("/health/live").json() == {"status": "live"}
+    assert api.get("/health/ready").json() == {"status": "ready"}
+    assert api.get("/v2/health/live").json() == {"live": True}
+    assert api.get("/v2/health/ready").json() == {"ready": True}
+    assert api.get("/v2/models/penguins/ready").json() == {"name": "penguins", "ready": True}
+    metadata = api.get("/v2/models/penguins").json()
+    assert metadata["versions"] == [card.version]
+    assert [i["name"] for i in metadata["inputs"]] == list(card.feature_names)
+    assert {i["datatype"] for i in metadata["inputs"]} == {"BYTES", "FP32"}
+    assert api.get("/v2").json()["name"] == "mlops_template"
+    assert api.get("/model").json()["onnx_sha256"] == card.onnx_sha256
+
+
+def test_docs_show_the_real_features_and_a_working_example(
+    api: TestClient, card: ModelCard
+) -> None:
+    schema = api.get("/openapi.json").json()
+    record = schema["components"]["schemas"]["Record"]
+    assert list(record["properties"]) == list(card.feature_names)
+    assert record["additionalProperties"] is False
+    island = record["properties"]["island"]
+    assert island["enum"] == ["Biscoe", "Dream", "Torgersen"]
+    assert record["properties"]["bill_length_mm"]["anyOf"][0]["maximum"] == 80
+    example = schema["components"]["schemas"]["PredictRequest"]["examples"][0]
+    assert api.post("/predict", json=example).status_code == 200
+    responses = schema["paths"]["/predict"]["post"]["responses"]
+    assert set(responses) == {"200", "400", "413", "415", "422", "500", "503"}
+    assert api.get("/docs").status_code == 200
+
+
+def test_metrics_count_requests_rows_and_classes(trained_dir: Path, card: ModelCard) -> None:
+    app = create_app(Settings(model_dir=trained_dir))
+    with TestClient(app) as client:
+        client.post("/predict", json={"records": [card.example] * 3})
+        client.post("/predict", json={"records": []})
+        text = client.get("/metrics").text
+    assert 'http_requests_total{method="POST",route="/predict",status="200"} 1.0' in text
+    assert 'http_requests_total{method="POST",route="/predict",status="422"} 1.0' in text
+    assert "model_rows_predicted_total 3.0" in text
+    assert "model_predictions_total{label=" in text
+    assert 'http_request_duration_seconds_count{route="/predict"} 2.0' in text
+    assert f'version="{card.version}"' in text
+
+
+def test_request_id_is_echoed_or_made(api: TestClient, card: ModelCard) -> None:
+    given = api.post(
+        "/predict", json={"records": [card.example]}, headers={"x-request-id": "abc-123"}
+    )
+    assert given.headers["x-request-id"] == "abc-123"
+    made = api.post(
+        "/predict", json={"records": []}, headers={"x-request-id": "bad id with spaces"}
+    )
+    assert made.headers["x-request-id"] != "bad id with spaces"
+    assert made.json()["request_id"] == made.headers["x-request-id"]
+
+
+def test_overload_answers_503_at_once(trained_dir: Path, card: ModelCard) -> None:
+    app = create_app(Settings(model_dir=trained_dir, max_concurrency=1))
+    with TestClient(app) as client:
+        app.front.inflight.count = 1  # type: ignore[attr-defined]  # one request already in flight
+        busy = client.post("/predict", json={"records": [card.example]})
+        live = client.get("/health/live")
+        app.front.inflight.count = 0  # type: ignore[attr-defined]
+        ok = client.post("/predict", json={"records": [card.example]})
+    assert busy.status_code == 503
+    assert busy.headers["retry-after"] == "1"
+    assert busy.json()["detail"] == ["server overloaded; retry shortly"]
+    assert live.status_code == 200
+    assert ok.status_code == 200
+
+
+def test_a_model_that_produces_nan_is_never_a_200(
+    model_dir: Path, card: ModelCard, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = create_app(Settings(model_dir=model_dir, batching=False))
+    with TestClient(app) as client:
+        session = app.state.service.model._session
+        real = session.run
+
+        def poisoned(outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+            labels, probabilities = real(outputs, feed)
+            return [labels, np.full_like(probabilities, np.nan)]
+
+        monkeypatch.setattr(
+            app.state.service.model, "_session", type("S", (), {"run": staticmethod(poisoned)})()
+        )
+        response = client.post("/predict", json={"records": [card.example]})
+    assert response.status_code == 500
+    assert response.json()["detail"] == ["the model produced a non-finite output (NaN or infinity)"]
+
+
+def test_serving_never_imports_training_libraries(trained_dir: Path) -> None:
+    code = f"""
+import sys
+from pathlib import Path
+from fastapi.testclient import TestClient
+from mlops_template.serving import create_app
+from mlops_template.settings import Settings
+app = create_app(Settings(model_dir=Path({str(trained_dir)!r})))
+with TestClient(app) as client:
+    card = client.get("/model").json()
+    assert client.post("/predict", json={{"records": [card["example"]]}}).status_code == 200
+roots = {{"sklearn", "skl2onnx", "matplotlib"}}
+print([n for n in sys.modules if n.split(".")[0] in roots or n.endswith(".train")])
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')) == []

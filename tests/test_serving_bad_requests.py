@@ -1,0 +1,458 @@
+"""Every bad request gets a 4xx that names the row and field, and never echoes NaN or infinity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+EXAMPLE = {
+    "island": "Biscoe",
+    "bill_length_mm": 47.5,
+    "bill_depth_mm": 15.0,
+    "flipper_length_mm": 218.0,
+    "body_mass_g": 4950.0,
+    "sex": "male",
+}
+JSON = {"content-type": "application/json"}
+
+
+def body(*changes: dict[str, Any], drop: str | None = None) -> bytes:
+    rows = []
+    for change in changes or ({},):
+        row = {**EXAMPLE, **change}
+        if drop:
+            row.pop(drop)
+        rows.append(row)
+    import json
+
+    return json.dumps({"records": rows}).encode()
+
+
+def raw_row(field: str, literal: str) -> bytes:
+    """A body whose `field` is a JSON literal that Python's json module would not write."""
+    fields = ",".join(
+        f'"{k}": {literal if k == field else __import__("json").dumps(v)}'
+        for k, v in EXAMPLE.items()
+    )
+    return b'{"records": [{' + fields.encode() + b"}]}"
+
+
+def v2(inputs: list[dict[str, Any]] | None = None, **override: Any) -> dict[str, Any]:
+    tensors = inputs or [
+        {
+            "name": k,
+            "shape": [1],
+            "datatype": "BYTES" if isinstance(v, str) else "FP32",
+            "data": [v],
+        }
+        for k, v in EXAMPLE.items()
+    ]
+    return {"inputs": tensors, **override}
+
+
+def v2_with(feature: str, **tensor: Any) -> dict[str, Any]:
+    payload = v2()
+    for item in payload["inputs"]:
+        if item["name"] == feature:
+            item.update(tensor)
+    return payload
+
+
+# (id, method, path, content, headers, status, fragment in the detail)
+CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
+    (
+        "missing field",
+        "POST",
+        "/predict",
+        body(drop="sex"),
+        JSON,
+        422,
+        "records[0].sex: Field required",
+    ),
+    (
+        "extra field",
+        "POST",
+        "/predict",
+        body({"colour": "black"}),
+        JSON,
+        422,
+        "records[0].colour: Extra inputs are not permitted",
+    ),
+    (
+        "misspelt field",
+        "POST",
+        "/predict",
+        body({"islnd": "Dream"}, drop="island"),
+        JSON,
+        422,
+        "records[0].island: Field required",
+    ),
+    (
+        "string for a number",
+        "POST",
+        "/predict",
+        body({"bill_length_mm": "47.5"}),
+        JSON,
+        422,
+        "records[0].bill_length_mm: Input should be a valid number",
+    ),
+    (
+        "bool for a number",
+        "POST",
+        "/predict",
+        body({"body_mass_g": True}),
+        JSON,
+        422,
+        "records[0].body_mass_g: Input should be a valid number",
+    ),
+    (
+        "number for a category",
+        "POST",
+        "/predict",
+        body({"island": 3}),
+        JSON,
+        422,
+        "records[0].island: Input should be 'Biscoe', 'Dream' or 'Torgersen'",
+    ),
+    (
+        "unknown category",
+        "POST",
+        "/predict",
+        body({"island": "Mars"}),
+        JSON,
+        422,
+        "records[0].island: Input should be 'Biscoe', 'Dream' or 'Torgersen' (got 'Mars')",
+    ),
+    (
+        "null where not nullable",
+        "POST",
+        "/predict",
+        body({"island": None}),
+        JSON,
+        422,
+        "records[0].island",
+    ),
+    (
+        "out of range",
+        "POST",
+        "/predict",
+        body({}, {"flipper_length_mm": 999.0}),
+        JSON,
+        422,
+        "records[1].flipper_length_mm: Input should be less than or equal to 260",
+    ),
+    (
+        "NaN literal",
+        "POST",
+        "/predict",
+        raw_row("bill_length_mm", "NaN"),
+        JSON,
+        422,
+        "records[0].bill_length_mm: Input should be a finite number",
+    ),
+    (
+        "Infinity literal",
+        "POST",
+        "/predict",
+        raw_row("body_mass_g", "Infinity"),
+        JSON,
+        422,
+        "records[0].body_mass_g: Input should be a finite number",
+    ),
+    (
+        "-Infinity literal",
+        "POST",
+        "/predict",
+        raw_row("body_mass_g", "-Infinity"),
+        JSON,
+        422,
+        "records[0].body_mass_g: Input should be a finite number",
+    ),
+    (
+        "1e309 literal",
+        "POST",
+        "/predict",
+        raw_row("bill_depth_mm", "1e309"),
+        JSON,
+        422,
+        "records[0].bill_depth_mm: Input should be a finite number",
+    ),
+    (
+        "empty batch",
+        "POST",
+        "/predict",
+        b'{"records": []}',
+        JSON,
+        422,
+        "records: List should have at least 1 item",
+    ),
+    (
+        "over-size batch",
+        "POST",
+        "/predict",
+        body(*[{}] * 65),
+        JSON,
+        422,
+        "records: List should have at most 64 items",
+    ),
+    (
+        "records not a list",
+        "POST",
+        "/predict",
+        b'{"records": {"island": "Dream"}}',
+        JSON,
+        422,
+        "records: Input should be a valid array",
+    ),
+    (
+        "body is a list",
+        "POST",
+        "/predict",
+        b"[1, 2]",
+        JSON,
+        422,
+        "(body): Input should be an object",
+    ),
+    ("no records key", "POST", "/predict", b'{"rows": []}', JSON, 422, "records: Field required"),
+    ("malformed JSON", "POST", "/predict", b'{"records": [', JSON, 400, "body is not valid JSON"),
+    ("empty body", "POST", "/predict", b"", JSON, 400, "body is not valid JSON"),
+    (
+        "invalid UTF-8",
+        "POST",
+        "/predict",
+        b'{"records": "\xff"}',
+        JSON,
+        400,
+        "body is not valid JSON",
+    ),
+    (
+        "deep nesting",
+        "POST",
+        "/predict",
+        b'{"records": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        JSON,
+        400,
+        "recursion limit exceeded",
+    ),
+    (
+        "wrong content type",
+        "POST",
+        "/predict",
+        body(),
+        {"content-type": "text/plain"},
+        415,
+        "Content-Type must be application/json, not 'text/plain'",
+    ),
+    (
+        "no content type",
+        "POST",
+        "/predict",
+        body(),
+        {},
+        415,
+        "Content-Type must be application/json",
+    ),
+    (
+        "too large, with Content-Length",
+        "POST",
+        "/predict",
+        b"x" * (64 * 1024 + 1),
+        JSON,
+        413,
+        "request body larger than 65536 bytes",
+    ),
+    ("wrong method", "GET", "/predict", None, {}, 405, "Method Not Allowed"),
+    ("unknown path", "GET", "/nope", None, {}, 404, "Not Found"),
+    (
+        "v2 unknown model",
+        "POST",
+        "/v2/models/whales/infer",
+        v2(),
+        {},
+        404,
+        "model 'whales' not found; this server has 'penguins'",
+    ),
+    (
+        "v2 wrong version",
+        "POST",
+        "/v2/models/penguins/versions/000000000000/infer",
+        v2(),
+        {},
+        404,
+        "version 000000000000",
+    ),
+    (
+        "v2 ragged tensor",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2_with("bill_length_mm", shape=[2]),
+        {},
+        422,
+        "inputs[1].data: 1 values, but shape [2] needs 2",
+    ),
+    (
+        "v2 rows differ",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2_with("sex", shape=[2], data=["male", "female"]),
+        {},
+        422,
+        "inputs[5].shape: 2 rows, but other inputs have 1",
+    ),
+    (
+        "v2 wide tensor",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2_with("sex", shape=[1, 2], data=["male", "female"]),
+        {},
+        422,
+        "must be [rows] or [rows, 1]",
+    ),
+    (
+        "v2 unknown input",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2_with("sex", name="gender"),
+        {},
+        422,
+        "'gender' is not a model input",
+    ),
+    (
+        "v2 missing input",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2([{"name": "island", "shape": [1], "datatype": "BYTES", "data": ["Dream"]}]),
+        {},
+        422,
+        "inputs: missing input 'sex'",
+    ),
+    (
+        "v2 wrong datatype",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2_with("island", datatype="FP32"),
+        {},
+        422,
+        "inputs[0].datatype: expected BYTES, got FP32",
+    ),
+    (
+        "v2 unknown category",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2_with("island", data=["Mars"]),
+        {},
+        422,
+        "column 'island': unknown category",
+    ),
+    (
+        "v2 string for a number",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2_with("body_mass_g", data=["heavy"]),
+        {},
+        422,
+        "column 'body_mass_g': expected a number, got str",
+    ),
+    (
+        "v2 unknown datatype",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2_with("island", datatype="STRING"),
+        {},
+        422,
+        "inputs[0].datatype: Input should be",
+    ),
+    (
+        "v2 unknown output",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2(outputs=[{"name": "logits"}]),
+        {},
+        422,
+        "outputs: unknown output 'logits'",
+    ),
+    (
+        "v2 no rows",
+        "POST",
+        "/v2/models/penguins/infer",
+        v2(
+            [
+                {
+                    "name": k,
+                    "shape": [0],
+                    "datatype": "BYTES" if isinstance(v, str) else "FP32",
+                    "data": [],
+                }
+                for k, v in EXAMPLE.items()
+            ]
+        ),
+        {},
+        422,
+        "no rows to predict",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "content", "headers", "status", "fragment"),
+    [c[1:] for c in CASES],
+    ids=[c[0] for c in CASES],
+)
+def test_bad_request_gets_its_4xx(
+    api: TestClient,
+    method: str,
+    path: str,
+    content: Any,
+    headers: dict[str, str],
+    status: int,
+    fragment: str,
+) -> None:
+    if isinstance(content, dict):
+        response = api.request(method, path, json=content, headers=headers)
+    else:
+        response = api.request(method, path, content=content, headers=headers)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, list)
+    assert any(fragment in line for line in detail), detail
+    assert response.json()["request_id"] == response.headers["x-request-id"]
+
+
+def test_there_are_enough_hand_written_bad_requests() -> None:
+    assert len(CASES) >= 25
+
+
+@pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e309", "-1e400"])
+def test_non_finite_values_are_never_echoed(api: TestClient, literal: str) -> None:
+    response = api.post("/predict", content=raw_row("bill_length_mm", literal), headers=JSON)
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        "records[0].bill_length_mm: Input should be a finite number"
+    ]
+    v2_body = __import__("json").dumps(v2()).replace("47.5", literal).encode()
+    response = api.post("/v2/models/penguins/infer", content=v2_body, headers=JSON)
+    assert response.status_code == 422, response.text
+    assert "not a finite number" in response.text
+    assert literal.lstrip("-") not in response.text
+    assert "got" not in response.text
+
+
+def test_oversized_body_without_content_length_gets_413(api: TestClient) -> None:
+    def chunks() -> Any:
+        for _ in range(70):
+            yield b"x" * 1024
+
+    response = api.post("/predict", content=chunks(), headers=JSON)
+    assert response.status_code == 413
+    assert "larger than 65536 bytes" in response.json()["detail"][0]
+
+
+def test_every_status_the_api_returns_is_declared(api: TestClient) -> None:
+    paths = api.get("/openapi.json").json()["paths"]
+    declared = set(paths["/predict"]["post"]["responses"])
+    returned = {str(c[5]) for c in CASES if c[2] == "/predict" and c[1] == "POST"}
+    assert returned <= declared
+    infer = paths["/v2/models/{model_name}/infer"]["post"]["responses"]
+    assert {str(c[5]) for c in CASES if c[2].startswith("/v2/")} <= set(infer)

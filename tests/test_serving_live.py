@@ -1,0 +1,257 @@
+"""A real uvicorn process on 127.0.0.1: answers, concurrency, shutdown, bad models, logs."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+
+from mlops_template.card import MODEL_FILE, ModelCard
+from mlops_template.data import TEST_FILE
+from mlops_template.inference import OnnxModel
+
+pytestmark = pytest.mark.e2e
+STARTUP_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def post(url: str, payload: Any, timeout: float = 30) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def get(url: str, timeout: float = 5) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def logs(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+
+def start(model_dir: Path, tmp_path: Path, **env: str) -> subprocess.Popen[bytes]:
+    port = env.pop("PORT", str(free_port()))
+    environment = {**os.environ, "MLOPS_TEMPLATE_MODEL_DIR": str(model_dir), **env}
+    command = [
+        sys.executable,
+        "-m",
+        "mlops_template",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        port,
+    ]
+    with (tmp_path / "server.log").open("wb") as log:  # the child keeps its own copy
+        return subprocess.Popen(command, env=environment, stdout=log, stderr=subprocess.STDOUT)
+
+
+@contextlib.contextmanager
+def serving(model_dir: Path, tmp_path: Path, **env: str) -> Iterator[Server]:
+    port = str(free_port())
+    process = start(model_dir, tmp_path, PORT=port, **env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert process.poll() is None, (tmp_path / "server.log").read_text()
+            with contextlib.suppress(OSError):
+                if get(f"{url}/health/ready", timeout=1)[0] == 200:
+                    break
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.1)
+        yield Server(url, process, tmp_path / "server.log")
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def test_rows(prepared_dir: Path, card: ModelCard) -> list[dict[str, Any]]:
+    return pl.read_parquet(prepared_dir / TEST_FILE).select(card.feature_names).to_dicts()
+
+
+def test_served_predictions_equal_the_in_process_ones(
+    trained_dir: Path, tmp_path: Path, test_rows: list[dict[str, Any]], card: ModelCard
+) -> None:
+    expected = OnnxModel.load(trained_dir).predict(
+        {n: [r[n] for r in test_rows] for n in card.feature_names}
+    )
+    assert expected.labels is not None
+    with serving(trained_dir, tmp_path) as server:
+        status, body = post(f"{server.url}/predict", {"records": test_rows})
+        assert get(f"{server.url}/docs")[0] == 200
+    assert status == 200
+    assert [p["label"] for p in body["predictions"]] == expected.labels.tolist()
+
+
+def test_many_threads_many_requests_no_wrong_answer(
+    trained_dir: Path, tmp_path: Path, test_rows: list[dict[str, Any]], card: ModelCard
+) -> None:
+    expected = OnnxModel.load(trained_dir).predict(
+        {n: [r[n] for r in test_rows] for n in card.feature_names}
+    )
+    assert expected.labels is not None
+    labels = expected.labels.tolist()
+
+    def client(worker: int) -> int:
+        wrong = 0
+        for i in range(60):  # bounded: 16 workers x 60 requests
+            start = (worker * 7 + i * 3) % len(test_rows)
+            size = 1 + (i % 5)
+            rows = [test_rows[(start + k) % len(test_rows)] for k in range(size)]
+            status, body = post(url, {"records": rows}, timeout=30)
+            want = [labels[(start + k) % len(test_rows)] for k in range(size)]
+            wrong += status != 200 or [p["label"] for p in body["predictions"]] != want
+        return wrong
+
+    with serving(trained_dir, tmp_path) as server:
+        url = f"{server.url}/predict"
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            wrong = sum(pool.map(client, range(16)))
+        metrics = get(f"{server.url}/metrics")[1]
+    assert wrong == 0
+    calls = float(
+        next(
+            line.split()[-1]
+            for line in metrics.splitlines()
+            if line.startswith("model_calls_total")
+        )
+    )
+    rows = float(
+        next(
+            line.split()[-1]
+            for line in metrics.splitlines()
+            if line.startswith("model_rows_predicted_total")
+        )
+    )
+    assert rows == sum(1 + (i % 5) for i in range(60)) * 16
+    assert calls <= 960  # never more calls than requests; fewer when batched
+
+
+def test_sigterm_lets_requests_in_flight_finish(
+    trained_dir: Path, tmp_path: Path, card: ModelCard
+) -> None:
+    big = {"records": [card.example] * 4096}
+    results: list[int] = []
+    with serving(trained_dir, tmp_path, MLOPS_TEMPLATE_MAX_BODY_BYTES=str(16 * 2**20)) as server:
+
+        def send() -> None:
+            results.append(post(f"{server.url}/predict", big, timeout=60)[0])
+
+        threads = [threading.Thread(target=send) for _ in range(12)]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:  # wait until several are being handled
+            metrics = get(f"{server.url}/metrics")[1]
+            inflight = next(
+                line for line in metrics.splitlines() if line.startswith("http_requests_in_flight ")
+            )
+            if float(inflight.split()[-1]) >= 3:
+                break
+            time.sleep(0.005)
+        server.process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join(timeout=60)
+        code = server.process.wait(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why it stopped.
+    assert code in (0, -signal.SIGTERM)
+    assert results == [200] * 12
+    assert any("Finished server process" in line for line in server.logs())
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("truncate", "does not match the model card's"),
+        ("delete", "model.onnx: model not found"),
+    ],
+)
+def test_a_bad_model_stops_start_up_with_one_line(
+    model_dir: Path, tmp_path: Path, damage: str, message: str
+) -> None:
+    path = model_dir / MODEL_FILE
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:1000])
+    else:
+        path.unlink()
+    port = free_port()
+    process = start(model_dir, tmp_path, PORT=str(port))
+    code = process.wait(timeout=STARTUP_SECONDS)
+    output = (tmp_path / "server.log").read_text().strip().splitlines()
+    assert code == 1
+    assert output[0].startswith("error: ")
+    assert message in output[0]
+    assert (
+        output[1]
+        == "hint: retrain with `make train` so the model and its card are written together"
+        or "make train" in output[1]
+    )
+    assert "Traceback" not in "\n".join(output)
+    with (
+        pytest.raises(ConnectionRefusedError),
+        socket.create_connection(("127.0.0.1", port), timeout=1),
+    ):
+        pass
+
+
+def test_logs_are_json_with_request_ids_and_no_values(
+    trained_dir: Path, tmp_path: Path, card: ModelCard
+) -> None:
+    secret = {**card.example, "bill_length_mm": 47.123456}
+    with serving(trained_dir, tmp_path, MLOPS_TEMPLATE_LOG_REQUESTS="true") as server:
+        assert post(f"{server.url}/predict", {"records": [secret]})[0] == 200
+        assert (
+            post(f"{server.url}/predict", {"records": [{**secret, "island": "Atlantis"}]})[0] == 422
+        )
+    lines = [json.loads(line) for line in server.logs() if line.startswith("{")]
+    requests = [
+        line for line in lines if line["message"] == "request" and line["route"] == "/predict"
+    ]
+    assert [r["status"] for r in requests] == [200, 422]
+    assert all(len(r["request_id"]) >= 16 for r in requests)
+    text = server.log.read_text()
+    assert "47.123456" not in text
+    assert "Atlantis" not in text
