@@ -40,14 +40,17 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         more = message.get("more_body", False)
     records = orjson.loads(body)["records"]
     prediction = _model.run(_model.encode({n: [r[n] for r in records] for n in _names}))
-    assert prediction.labels is not None
-    assert prediction.probabilities is not None
-    predictions = [
-        {"label": label, "probabilities": dict(zip(_classes, row, strict=True))}
-        for label, row in zip(
-            prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True
-        )
-    ]
+    if prediction.values is not None:
+        predictions: list[dict[str, Any]] = [{"value": v} for v in prediction.values.tolist()]
+    else:
+        assert prediction.labels is not None
+        assert prediction.probabilities is not None
+        predictions = [
+            {"label": label, "probabilities": dict(zip(_classes, row, strict=True))}
+            for label, row in zip(
+                prediction.labels.tolist(), prediction.probabilities.tolist(), strict=True
+            )
+        ]
     answer = orjson.dumps(
         {"model_name": _name, "model_version": _version, "predictions": predictions}
     )

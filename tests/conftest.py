@@ -17,13 +17,15 @@ if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
 ROOT = Path(__file__).resolve().parents[1]
-PENGUINS = ROOT / "data" / "raw" / "penguins.csv"
+DATA = Path(__file__).resolve().parent / "data"
+PENGUINS = DATA / "penguins.csv"
+PENGUINS_SCHEMA = DATA / "penguins.toml"
 
 
 @pytest.fixture(scope="session")
 def schema() -> DatasetSchema:
-    """The repository's own dataset schema (penguins species)."""
-    return load_schema(ROOT / "dataset.toml")
+    """The tests' dataset schema: penguin species from measurements, on the tests' own data."""
+    return load_schema(PENGUINS_SCHEMA)
 
 
 @pytest.fixture(scope="session")

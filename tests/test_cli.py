@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import PENGUINS, PENGUINS_SCHEMA
 
 
 def cli(
@@ -27,9 +27,9 @@ def cli(
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """A folder laid out like a project: dataset.toml and the raw data."""
-    shutil.copy(ROOT / "dataset.toml", tmp_path)
-    shutil.copytree(ROOT / "data" / "raw", tmp_path / "data" / "raw")
+    """A folder laid out like a project: dataset.toml and its data."""
+    shutil.copy(PENGUINS_SCHEMA, tmp_path / "dataset.toml")
+    shutil.copy(PENGUINS, tmp_path / "penguins.csv")
     return tmp_path
 
 
@@ -56,7 +56,7 @@ def test_pipeline_runs_from_the_command_line(project: Path) -> None:
         ("prepare",),
         ("train",),
         ("evaluate",),
-        ("predict", "data/raw/penguins.csv", "-o", "scored.csv"),
+        ("predict", "penguins.csv", "-o", "scored.csv"),
         ("info",),
     ]
     outputs = {}
@@ -80,12 +80,12 @@ def test_user_error_is_one_line_and_a_hint_with_exit_1(project: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("error: ")
     assert "prepared data not found" in lines[0]
-    assert lines[1] == "hint: run `make prepare` (or `mlops-template prepare`) first"
+    assert lines[1] == "hint: run `make prepare` first"
     assert "Traceback" not in result.stderr
 
 
 def test_bad_data_is_reported_by_line_without_traceback(project: Path) -> None:
-    raw = project / "data" / "raw" / "penguins.csv"
+    raw = project / "penguins.csv"
     raw.write_text(raw.read_text().replace("Torgersen,39.1", "Torgersen,abc", 1))
     result = cli("prepare", cwd=project)
     assert result.returncode == 1

@@ -15,7 +15,7 @@ from mlops_template.inference import OnnxModel
 from mlops_template.schema import load_schema
 from mlops_template.train import train_model
 
-from .conftest import ROOT
+from .conftest import PENGUINS, PENGUINS_SCHEMA
 
 HOUSES_SCHEMA = """
 name = "houses"
@@ -105,7 +105,7 @@ def test_integer_features_reject_fractions(tmp_path: Path) -> None:
 
 
 def test_penguins_body_mass_regression_from_the_same_data(tmp_path: Path) -> None:
-    text = (ROOT / "dataset.toml").read_text()
+    text = PENGUINS_SCHEMA.read_text()
     start = text.index("[target]")
     end = text.index("[split]")
     target = '[target]\nname = "body_mass_g"\ntype = "float"\nmin = 2000.0\nmax = 7000.0\n\n'
@@ -115,9 +115,7 @@ def test_penguins_body_mass_regression_from_the_same_data(tmp_path: Path) -> Non
         '[features.species]\ntype = "category"\ncategories = ["Adelie", "Chinstrap", "Gentoo"]\n\n'
     )
     variant = text[:start] + target + text[end:body] + species + text[sex:]
-    variant = variant.replace(
-        'source = "data/raw/penguins.csv"', f'source = "{ROOT / "data/raw/penguins.csv"}"'
-    )
+    variant = variant.replace('source = "penguins.csv"', f'source = "{PENGUINS}"')
     (tmp_path / "dataset.toml").write_text(variant)
     schema = load_schema(tmp_path / "dataset.toml")
     assert schema.task == "regression"

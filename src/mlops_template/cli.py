@@ -1,4 +1,4 @@
-"""The command line: `mlops-template prepare | train | evaluate | predict | serve | info`.
+"""The command line: `prepare`, `train`, `evaluate`, `predict`, `serve` and `info`.
 
 Heavy libraries are imported inside the command that needs them, so `--help` is instant. A
 `UserError` is printed as one `error:` line and a hint (exit 1); bad usage exits 2; anything

@@ -107,7 +107,7 @@ class InputValidationError(_IssuesError):
 class ModelNotFoundError(UserError, FileNotFoundError):
     """No trained model where one was expected."""
 
-    hint = "run `make train` (or `mlops-template train`) first"
+    hint = "run `make train` first"
 
 
 class ModelIntegrityError(UserError, ValueError):

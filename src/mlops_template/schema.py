@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
+from .settings import ENV_PREFIX
 
 __all__ = ["ColumnSpec", "DatasetSchema", "SplitSpec", "describe_validation_error", "load_schema"]
 
@@ -137,7 +138,7 @@ def load_schema(path: Path) -> DatasetSchema:
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: dataset schema not found",
-            hint="create dataset.toml (see the README) or point MLOPS_TEMPLATE_SCHEMA at it",
+            hint=f"create dataset.toml (see the README) or point {ENV_PREFIX}SCHEMA_PATH at it",
         ) from None
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: not a readable TOML file: {exc}") from None

@@ -1,8 +1,7 @@
 """Runtime settings: one class, read from the environment and `.env`, built only at the edges.
 
-Every variable carries the package's prefix (`MLOPS_TEMPLATE_` here; a generated project's own
-package name otherwise), e.g. `MLOPS_TEMPLATE_PORT=9000`. CLI options beat environment
-variables, which beat `.env`, which beats the defaults below.
+Every variable carries the package's name, upper-cased, as a prefix (`<PACKAGE>_PORT=9000`).
+CLI options beat environment variables, which beat `.env`, which beats the defaults below.
 """
 
 from __future__ import annotations

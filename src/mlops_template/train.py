@@ -117,7 +117,7 @@ def _read_prepared(processed_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, Pre
     if missing:
         raise DataFileError(
             f"{missing[0]}: prepared data not found",
-            hint="run `make prepare` (or `mlops-template prepare`) first",
+            hint="run `make prepare` first",
         )
     manifest = PrepareManifest.model_validate_json(paths[2].read_text(encoding="utf-8"))
     return pl.read_parquet(paths[0]), pl.read_parquet(paths[1]), manifest

@@ -1,4 +1,4 @@
-"""Serve the app with uvicorn: `run(settings)`, behind `mlops-template serve` and `make serve`."""
+"""Serve the app with uvicorn: `run(settings)`, behind the CLI's `serve` and `make serve`."""
 
 from __future__ import annotations
 
