@@ -37,7 +37,7 @@ format: ## Format and autofix the code
 lint: ## Lint: ruff, formatting, the Dockerfile and the workflows
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
-	$(RUN) hadolint Dockerfile
+	$(RUN) hadolint Dockerfile  # [docker]
 	$(RUN) zizmor --offline --quiet .github/workflows
 	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
@@ -76,3 +76,6 @@ bench: ## Print inference, batch prediction and preparation figures
 
 clean: ## Remove generated data, models and caches
 	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache
+
+# The template's own targets (new, sync-template, …) live beside it; projects made from it have none.
+-include generator.mk

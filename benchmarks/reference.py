@@ -14,7 +14,8 @@ import orjson
 
 from mlops_template.inference import OnnxModel
 
-_model = OnnxModel.load(Path(os.environ.get("MLOPS_TEMPLATE_MODEL_DIR", "models")), threads=1)
+_model_dir = Path(os.environ.get("MLOPS_TEMPLATE_MODEL_DIR", "models"))
+_model = OnnxModel.load(_model_dir, threads=1)
 _names = _model.card.feature_names
 _classes = _model.card.classes or ()
 _version = _model.card.version

@@ -193,7 +193,8 @@ def bench_serving(model_dir: Path) -> None:
                     "--log-level",
                     "warning",
                 ]
-            with _server(command, port, {**env, "MLOPS_TEMPLATE_MAX_BODY_BYTES": str(64 * 2**20)}):
+            limits = {"MLOPS_TEMPLATE_MAX_BODY_BYTES": str(64 * 2**20)}
+            with _server(command, port, {**env, **limits}):
                 _load(port, bodies[SCENARIOS[0][1]], 16)  # warm up
                 results[name] = {
                     label: _load(port, bodies[rows], conns) for label, rows, conns in SCENARIOS

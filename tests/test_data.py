@@ -9,7 +9,13 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mlops_template.data import MANIFEST_FILE, TEST_FILE, TRAIN_FILE, prepare_dataset, read_dataset
+from mlops_template.data import (
+    MANIFEST_FILE,
+    TEST_FILE,
+    TRAIN_FILE,
+    prepare_dataset,
+    read_dataset,
+)
 from mlops_template.errors import DataFileError, DataSchemaError, UserError
 from mlops_template.schema import DatasetSchema
 

@@ -12,7 +12,11 @@ import pytest
 
 from mlops_template.card import CARD_FILE, MODEL_FILE
 from mlops_template.data import TEST_FILE, to_model_inputs
-from mlops_template.errors import InputValidationError, ModelIntegrityError, ModelNotFoundError
+from mlops_template.errors import (
+    InputValidationError,
+    ModelIntegrityError,
+    ModelNotFoundError,
+)
 from mlops_template.inference import OnnxModel
 
 ROW = {
@@ -184,4 +188,5 @@ print(sorted(n for n in sys.modules if n.split('.')[0] in roots))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     loaded = json.loads(out.stdout.replace("'", '"'))
     assert "mlops_template.inference" in loaded
-    assert not [n for n in loaded if n.startswith(("sklearn", "skl2onnx", "mlops_template.train"))]
+    training = ("sklearn", "skl2onnx", "mlops_template.train")
+    assert not [n for n in loaded if n.startswith(training)]

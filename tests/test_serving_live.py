@@ -175,7 +175,8 @@ def test_sigterm_lets_requests_in_flight_finish(
 ) -> None:
     big = {"records": [card.example] * 4096}
     results: list[int] = []
-    with serving(trained_dir, tmp_path, MLOPS_TEMPLATE_MAX_BODY_BYTES=str(16 * 2**20)) as server:
+    limit = str(16 * 2**20)
+    with serving(trained_dir, tmp_path, MLOPS_TEMPLATE_MAX_BODY_BYTES=limit) as server:
 
         def send() -> None:
             results.append(post(f"{server.url}/predict", big, timeout=60)[0])

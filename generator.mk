@@ -1,0 +1,14 @@
+# The template's own targets. The Makefile includes this file when it exists, so projects made
+# from the template (which do not get it) have none of these.
+.PHONY: new sync-template check-template
+
+new: install ## Scaffold a project and bring it up: make new DEST=../my-project [NAME="My Project"]
+	$(RUN) python scripts/new_project.py "$(DEST)" $(if $(NAME),--name "$(NAME)")
+
+sync-template: ## Regenerate template/ from this repository's own files
+	$(RUN) python scripts/sync_template.py
+
+check-template: ## Fail if template/ is out of date with this repository's files
+	$(RUN) python scripts/sync_template.py --check
+
+lint: check-template

@@ -1,0 +1,98 @@
+"""Turn a repository made with GitHub's "Use this template" into a project of its own name.
+
+`.github/workflows/template-render.yml` runs it on the new repository's first push; it runs the
+same Copier render as `copier copy`, with answers derived from the repository's name, replaces
+the template's files with the result and commits. Locally, in a fresh copy:
+
+    python scripts/render_self.py --repository acme/penguin-service --commit
+
+The workflow file itself is kept (it does nothing once `copier.yml` is gone), because a
+workflow's own token may not change workflow files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
+KEEP = (".git", ".github/workflows/template-render.yml")
+
+
+def answers_for(repository: str) -> dict[str, str]:
+    owner, _, name = repository.partition("/")
+    if not owner or not name:
+        raise SystemExit(f"error: --repository takes OWNER/NAME, got {repository!r}")
+    return {"project_name": name, "github_owner": owner}
+
+
+def render_in_place(path: Path, answers: dict[str, str], template_url: str | None) -> None:
+    import copier
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rendered = Path(tmp) / "project"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            copier.run_copy(
+                str(path),
+                str(rendered),
+                data=answers,
+                defaults=True,
+                vcs_ref="HEAD",
+                quiet=True,
+                unsafe=False,
+            )
+        if template_url:  # so that `copier update` finds the template, not this temporary copy
+            answers_file = rendered / ".copier-answers.yml"
+            text = answers_file.read_text(encoding="utf-8")
+            answers_file.write_text(
+                re.sub(r"(?m)^_src_path: .*$", f"_src_path: {template_url}", text)
+            )
+        for child in path.iterdir():
+            if child.name == ".git":
+                continue
+            if child.name == ".github":
+                kept = child / "workflows" / "template-render.yml"
+                saved = kept.read_bytes() if kept.is_file() else None
+                shutil.rmtree(child)
+                if saved is not None:
+                    kept.parent.mkdir(parents=True)
+                    kept.write_bytes(saved)
+                continue
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        shutil.copytree(rendered, path, dirs_exist_ok=True, symlinks=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repository", required=True, help="OWNER/NAME, e.g. $GITHUB_REPOSITORY")
+    parser.add_argument(
+        "--path", type=Path, default=Path.cwd(), help="the repository's working tree"
+    )
+    parser.add_argument("--template-url", help="where `copier update` should find the template")
+    parser.add_argument("--commit", action="store_true", help="commit the result")
+    args = parser.parse_args(argv)
+    path = args.path.resolve()
+    if not (path / "copier.yml").is_file():
+        print(f"{path} has no copier.yml: already rendered, nothing to do")
+        return 0
+    try:
+        render_in_place(path, answers_for(args.repository), args.template_url)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"rendered {path} as {args.repository}")
+    if args.commit:
+        subprocess.run(["git", "add", "--all"], cwd=path, check=True)
+        message = f"Render from mlops-template as {args.repository}"
+        subprocess.run(["git", "commit", "--quiet", "-m", message], cwd=path, check=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

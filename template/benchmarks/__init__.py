@@ -1,0 +1,1 @@
+../../benchmarks/__init__.py

@@ -1,0 +1,1 @@
+../../benchmarks/__main__.py

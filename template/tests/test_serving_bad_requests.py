@@ -1,0 +1,1 @@
+../../tests/test_serving_bad_requests.py

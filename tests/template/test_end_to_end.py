@@ -1,0 +1,91 @@
+"""Rendered projects, for real: install, `make all`, train, serve on 127.0.0.1, one prediction."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from ..test_serving_live import free_port, get, post
+from .conftest import render
+
+pytestmark = pytest.mark.e2e
+COMBINATIONS = {
+    "default": {},
+    "regression, no Docker, Apache-2.0": {
+        "task": "regression",
+        "include_docker": False,
+        "include_devcontainer": False,
+        "license": "Apache-2.0",
+    },
+}
+
+
+def environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTEST_ADDOPTS"}}
+
+
+def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None:
+    projects = {
+        name: render(tmp_path / f"project-{i}", project_name=f"End To End {i}", **answers)
+        for i, (name, answers) in enumerate(COMBINATIONS.items())
+    }
+    # Both at once: the machine has two cores, and most of a test run waits on one.
+    runs = {
+        name: subprocess.Popen(
+            ["make", "all"],
+            cwd=path,
+            env=environment(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, path in projects.items()
+    }
+    for name, process in runs.items():
+        output, _ = process.communicate(timeout=1500)
+        assert process.returncode == 0, f"{name}: make all failed\n{output[-6000:]}"
+        assert " passed" in output.splitlines()[-1] or "passed" in output
+    for i, (name, path) in enumerate(projects.items()):
+        train = subprocess.run(
+            ["make", "prepare", "train"],
+            cwd=path,
+            env=environment(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert train.returncode == 0, train.stdout + train.stderr
+        card = json.loads((path / "models" / "model.json").read_text())
+        assert card["task"] == COMBINATIONS[name].get("task", "classification")
+        port = free_port()
+        env = {**environment(), f"END_TO_END_{i}_PORT": str(port)}
+        server = subprocess.Popen(
+            ["make", "serve"],
+            cwd=path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError):
+                    if get(f"http://127.0.0.1:{port}/health/ready", timeout=1)[0] == 200:
+                        break
+                assert server.poll() is None, f"{name}: make serve exited"
+                time.sleep(0.2)
+            status, body = post(f"http://127.0.0.1:{port}/predict", {"records": [card["example"]]})
+            assert status == 200, body
+            prediction = body["predictions"][0]
+            assert ("label" in prediction) == (card["task"] == "classification")
+            assert ("value" in prediction) == (card["task"] == "regression")
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=30)

@@ -1,0 +1,139 @@
+"""Every option value renders a project whose files parse and pass the linters (pairwise)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import render
+
+BIN = Path(sys.executable).parent
+# (python_version, license, task, include_docker, include_devcontainer): every pair of values of
+# any two questions appears in at least one row.
+MATRIX = [
+    ("3.11", "MIT", "classification", True, True),
+    ("3.11", "Apache-2.0", "regression", False, True),
+    ("3.11", "BSD-3-Clause", "classification", False, False),
+    ("3.11", "proprietary", "regression", True, False),
+    ("3.12", "MIT", "regression", False, False),
+    ("3.12", "Apache-2.0", "classification", True, False),
+    ("3.12", "BSD-3-Clause", "regression", True, True),
+    ("3.12", "proprietary", "classification", False, True),
+    ("3.13", "MIT", "classification", True, False),
+    ("3.13", "Apache-2.0", "regression", True, True),
+    ("3.13", "BSD-3-Clause", "classification", False, True),
+    ("3.13", "proprietary", "regression", False, False),
+]
+LICENSE_TEXT = {
+    "MIT": "MIT License",
+    "Apache-2.0": "Apache License, Version 2.0",
+    "BSD-3-Clause": "BSD 3-Clause License",
+    "proprietary": "All rights reserved",
+}
+
+
+def run(*command: str | Path, cwd: Path) -> None:
+    result = subprocess.run([str(c) for c in command], cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("python", "license", "task", "docker", "devcontainer"), MATRIX, ids=lambda v: str(v)
+)
+def test_every_option_renders_a_clean_project(
+    tmp_path: Path, python: str, license: str, task: str, docker: bool, devcontainer: bool
+) -> None:
+    dest = render(
+        tmp_path / "project",
+        project_name="Matrix Project",
+        python_version=python,
+        license=license,
+        task=task,
+        include_docker=docker,
+        include_devcontainer=devcontainer,
+    )
+    for source in dest.rglob("*.py"):
+        compile(source.read_text(), str(source), "exec")
+    pyproject = tomllib.loads((dest / "pyproject.toml").read_text())
+    assert pyproject["project"]["name"] == "matrix-project"
+    assert pyproject["project"]["scripts"] == {"matrix-project": "matrix_project.cli:main"}
+    assert pyproject["tool"]["ruff"]["target-version"] == "py" + python.replace(".", "")
+    assert pyproject["tool"]["mypy"]["python_version"] == python
+    assert pyproject["project"]["license"] == (
+        "LicenseRef-Proprietary" if license == "proprietary" else license
+    )
+    assert (dest / ".python-version").read_text() == python + "\n"
+    assert LICENSE_TEXT[license] in (dest / "LICENSE").read_text()
+    dataset = tomllib.loads((dest / "dataset.toml").read_text())
+    assert dataset["target"]["type"] == ("category" if task == "classification" else "float")
+    for workflow in (dest / ".github").rglob("*.yml"):
+        yaml.safe_load(workflow.read_text())
+    dependabot = (dest / ".github" / "dependabot.yml").read_text()
+    makefile = (dest / "Makefile").read_text()
+    assert (dest / "Dockerfile").exists() == docker
+    assert (dest / ".dockerignore").exists() == docker
+    assert (dest / "tests" / "test_container.py").exists() == docker
+    assert ("hadolint" in makefile) == docker
+    assert ("package-ecosystem: docker" in dependabot) == docker
+    assert (dest / ".devcontainer").exists() == devcontainer
+    assert ("package-ecosystem: devcontainers" in dependabot) == devcontainer
+    if docker:
+        assert f"ARG PYTHON_VERSION={python}\n" in (dest / "Dockerfile").read_text()
+        assert "MATRIX_PROJECT_MODEL_DIR" in (dest / "Dockerfile").read_text()
+        run(BIN / "hadolint", "Dockerfile", cwd=dest)
+    if devcontainer:
+        config = json.loads((dest / ".devcontainer" / "devcontainer.json").read_text())
+        assert config["image"].endswith(f"python:1-{python}-bookworm")
+    assert not list(dest.rglob("*.jinja"))
+    assert not (dest / "copier.yml").exists()
+    assert not (dest / "template").exists()
+    run(BIN / "ruff", "check", ".", cwd=dest)
+    run(BIN / "ruff", "format", "--check", ".", cwd=dest)
+    run(BIN / "zizmor", "--offline", "--quiet", ".github/workflows", cwd=dest)
+    run(
+        BIN / "check-jsonschema",
+        "--builtin-schema",
+        "vendor.github-workflows",
+        *sorted((dest / ".github" / "workflows").glob("*.yml")),
+        cwd=dest,
+    )
+    run(
+        BIN / "check-jsonschema",
+        "--builtin-schema",
+        "vendor.dependabot",
+        ".github/dependabot.yml",
+        cwd=dest,
+    )
+
+
+def test_devcontainer_is_sound(tmp_path: Path) -> None:
+    dest = render(tmp_path / "project", project_name="Codespaces Project")
+    config = json.loads((dest / ".devcontainer" / "devcontainer.json").read_text())
+    assert config["postCreateCommand"] == "make install"
+    assert config["remoteUser"] not in ("root", None)
+    assert 8000 in config["forwardPorts"]
+    assert config["portsAttributes"]["8000"]["label"]
+    assert {"charliermarsh.ruff", "ms-python.python"} <= set(
+        config["customizations"]["vscode"]["extensions"]
+    )
+    assert "privileged" not in config
+    assert "runArgs" not in config
+    assert "@" not in config["image"].split("/")[-1] or ":" in config["image"]
+    assert config["image"].rsplit(":", 1)[1].startswith("1-3.11")
+
+
+def test_the_longest_names_still_lint_and_format_clean(tmp_path: Path) -> None:
+    dest = render(
+        tmp_path / "project",
+        project_name="Long",
+        project_slug="a-very-long-project-slug-of-forty-chars",
+        package_name="a_very_long_package_name",
+    )
+    run(BIN / "ruff", "check", ".", cwd=dest)
+    run(BIN / "ruff", "format", "--check", ".", cwd=dest)

@@ -1,0 +1,116 @@
+"""`make new` and the "Use this template" render: refusals, one-line errors, a real render."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .conftest import ROOT
+
+
+def new(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, str(ROOT / "scripts" / "new_project.py"), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=300)
+
+
+def test_new_refuses_a_non_empty_destination_before_writing(tmp_path: Path) -> None:
+    (tmp_path / "keep.txt").write_text("mine")
+    result = new(str(tmp_path))
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip() == f"error: {tmp_path} exists and is not empty; choose a new folder"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_new_turns_a_bad_answer_into_one_line(tmp_path: Path) -> None:
+    result = new(str(tmp_path / "project"), "--data", "package_name=json")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith('error: package_name: "json" would shadow')
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "project").exists()
+
+
+def test_new_renders_the_working_tree(tmp_path: Path) -> None:
+    result = new(str(tmp_path / "project"), "--name", "Penguin Service", "--no-bring-up")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "project" / "src" / "penguin_service" / "serving" / "app.py").is_file()
+
+
+def copy_as_new_repository(dest: Path) -> Path:
+    """This working tree, committed in a fresh git repository, as GitHub would make it."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for path in listed:
+        source = ROOT / path
+        if source.is_symlink() or source.exists():
+            target = dest / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.is_symlink():
+                target.symlink_to(source.readlink())
+            else:
+                shutil.copy2(source, target)
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run(["git", "init", "--quiet", "-b", "main"], cwd=dest, check=True)
+    subprocess.run(["git", "add", "--all"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "Initial commit"], cwd=dest, check=True)
+    return dest
+
+
+def test_use_this_template_renders_the_new_repository_under_its_own_name(tmp_path: Path) -> None:
+    repo = copy_as_new_repository(tmp_path / "penguin-service")
+    env = {
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    command = [
+        sys.executable,
+        str(ROOT / "scripts" / "render_self.py"),
+        "--repository",
+        "acme/penguin-service",
+        "--path",
+        str(repo),
+        "--template-url",
+        "https://github.com/acme/mlops-template.git",
+        "--commit",
+    ]
+    result = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, **env},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert (repo / "src" / "penguin_service" / "cli.py").is_file()
+    assert not (repo / "src" / "mlops_template").exists()
+    for gone in ("copier.yml", "template", "scripts", "generator.mk", "tests/template"):
+        assert not (repo / gone).exists(), gone
+    assert (repo / ".github" / "workflows" / "template-render.yml").is_file()
+    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert answers["project_name"] == "penguin-service"
+    assert answers["github_owner"] == "acme"
+    assert answers["_src_path"] == "https://github.com/acme/mlops-template.git"
+    log = subprocess.run(
+        ["git", "log", "--format=%s"], cwd=repo, capture_output=True, text=True, check=True
+    )
+    assert log.stdout.splitlines()[0] == "Render from mlops-template as acme/penguin-service"
+    status = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True, check=True
+    )
+    assert status.stdout == ""
+    again = subprocess.run(command[:-1], capture_output=True, text=True, timeout=60)
+    assert "already rendered, nothing to do" in again.stdout
