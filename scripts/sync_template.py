@@ -104,6 +104,7 @@ NAMES = [
     ("mlops_template", "<< package_name >>", 24),
     ("mlops-template", "<< project_slug >>", 40),
 ]
+COPIED = {".gitignore", ".gitattributes"}
 DELIMITERS = ("<<", ">>", "<%", "%>", "<#", "#>")
 MAX_LINE = 100  # ruff's line-length: a rendered line must fit with the longest names
 
@@ -187,7 +188,10 @@ def wanted() -> tuple[dict[Path, str | Path], list[str]]:
                 problems += found
                 files[target.with_name(target.name + ".jinja")] = rendered
                 continue
-        files[target] = Path(os.path.relpath(source, target.parent))
+        if source.name in COPIED and text is not None:
+            files[target] = text  # git will not read these through a symlink
+        else:
+            files[target] = Path(os.path.relpath(source, target.parent))
     return files, problems
 
 
