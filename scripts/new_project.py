@@ -13,10 +13,10 @@ import os
 import shutil
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _template import ROOT, render
+
 PREFIX = "Validation error for question "
 
 
@@ -28,24 +28,6 @@ def parse_answers(pairs: list[str]) -> dict[str, str]:
             raise SystemExit(f"error: --data takes KEY=VALUE, got {pair!r}")
         answers[key] = value
     return answers
-
-
-def render(dest: Path, answers: dict[str, str]) -> None:
-    import copier
-
-    with warnings.catch_warnings():
-        warnings.simplefilter(
-            "ignore"
-        )  # DirtyLocalWarning: rendering uncommitted work is the point
-        copier.run_copy(
-            str(ROOT),
-            str(dest),
-            data=answers,
-            defaults=True,
-            vcs_ref="HEAD",
-            quiet=True,
-            unsafe=False,
-        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.name:
         answers["project_name"] = args.name
     try:
-        render(dest, answers)
+        render(ROOT, dest, answers)
     except ValueError as exc:
         message = str(exc)
         if message.startswith(PREFIX):

@@ -18,8 +18,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import warnings
 from pathlib import Path
+
+from _template import render
 
 KEEP = (".git", ".github/workflows/template-render.yml")
 
@@ -32,21 +33,8 @@ def answers_for(repository: str) -> dict[str, str]:
 
 
 def render_in_place(path: Path, answers: dict[str, str], template_url: str | None) -> None:
-    import copier
-
     with tempfile.TemporaryDirectory() as tmp:
-        rendered = Path(tmp) / "project"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            copier.run_copy(
-                str(path),
-                str(rendered),
-                data=answers,
-                defaults=True,
-                vcs_ref="HEAD",
-                quiet=True,
-                unsafe=False,
-            )
+        rendered = render(path, Path(tmp) / "project", answers)
         if template_url:  # so that `copier update` finds the template, not this temporary copy
             answers_file = rendered / ".copier-answers.yml"
             text = answers_file.read_text(encoding="utf-8")

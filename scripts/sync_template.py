@@ -19,25 +19,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from _template import GENERATOR_ONLY, ROOT, listed_files
+
 TEMPLATE = ROOT / "template"
 PACKAGE_DIR = "src/mlops_template"
 
-# Paths of the template itself: never rendered into a project.
-GENERATOR_ONLY = (
-    "copier.yml",
-    "template/",
-    "scripts/",
-    "tests/template/",
-    "generator.mk",
-    "CHANGELOG.md",
-    ".github/workflows/template-",
-    ".github/workflows/release",
-)
 # Rendered from files written by hand in template/ (they differ by more than names).
 HAND_WRITTEN = (
     "README.md",
@@ -110,13 +99,7 @@ MAX_LINE = 100  # ruff's line-length: a rendered line must fit with the longest 
 
 
 def project_files() -> list[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
+    listed = listed_files()
     return sorted(
         path
         for path in listed

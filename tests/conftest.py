@@ -20,6 +20,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 PENGUINS = DATA / "penguins.csv"
 PENGUINS_SCHEMA = DATA / "penguins.toml"
+# One penguin's features, as a client sends them: a Gentoo.
+GENTOO = {
+    "island": "Biscoe",
+    "bill_length_mm": 47.5,
+    "bill_depth_mm": 15.0,
+    "flipper_length_mm": 218.0,
+    "body_mass_g": 4950.0,
+    "sex": "male",
+}
 
 
 @pytest.fixture(scope="session")

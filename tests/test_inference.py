@@ -19,14 +19,9 @@ from mlops_template.errors import (
 )
 from mlops_template.inference import OnnxModel
 
-ROW = {
-    "island": "Biscoe",
-    "bill_length_mm": 47.5,
-    "bill_depth_mm": 15.0,
-    "flipper_length_mm": 218.0,
-    "body_mass_g": 4950.0,
-    "sex": "male",
-}
+from .conftest import GENTOO
+
+ROW = GENTOO
 
 
 def columns(*rows: dict[str, object]) -> dict[str, list[object]]:

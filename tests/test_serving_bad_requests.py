@@ -7,14 +7,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-EXAMPLE = {
-    "island": "Biscoe",
-    "bill_length_mm": 47.5,
-    "bill_depth_mm": 15.0,
-    "flipper_length_mm": 218.0,
-    "body_mass_g": 4950.0,
-    "sex": "male",
-}
+from .conftest import GENTOO
+
+EXAMPLE = GENTOO
 JSON = {"content-type": "application/json"}
 
 

@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from scripts import _template
+
+ROOT = _template.ROOT
 
 
 def render(dest: Path, **answers: Any) -> Path:
     """Render the template into `dest` with default answers, overridden by `answers`."""
-    import copier
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # DirtyLocalWarning: testing the working tree is the point
-        copier.run_copy(
-            str(ROOT),
-            str(dest),
-            data=answers,
-            defaults=True,
-            vcs_ref="HEAD",
-            quiet=True,
-            unsafe=False,
-        )
-    return dest
+    return _template.render(ROOT, dest, answers)
 
 
 def repository_answers() -> dict[str, Any]:

@@ -8,35 +8,20 @@ from pathlib import Path
 
 import yaml
 
+from scripts import _template
+
 from .conftest import ROOT, render, repository_answers
 
-# In the repository, not in what it renders: the template itself, and its own README and answers.
-GENERATOR_ONLY = (
-    "copier.yml",
-    "template/",
-    "scripts/",
-    "tests/template/",
-    "generator.mk",
-    "CHANGELOG.md",
-    ".github/workflows/template-",
-    ".github/workflows/release",
-)
+# Rendered from files written by hand for projects: they differ from this repository's own.
 DIFFERENT_BY_DESIGN = ("README.md", ".copier-answers.yml")
 
 
 def repository_files() -> set[str]:
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
     return {
         path
-        for path in listed
+        for path in _template.listed_files()
         if (ROOT / path).is_file()
-        and not path.startswith(GENERATOR_ONLY)
+        and not path.startswith(_template.GENERATOR_ONLY)
         and path not in DIFFERENT_BY_DESIGN
     }
 

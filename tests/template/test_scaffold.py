@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+from scripts import _template
+
 from .conftest import ROOT
 
 
@@ -45,14 +47,7 @@ def test_new_renders_the_working_tree(tmp_path: Path) -> None:
 
 def copy_as_new_repository(dest: Path) -> Path:
     """This working tree, committed in a fresh git repository, as GitHub would make it."""
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.splitlines()
-    for path in listed:
+    for path in _template.listed_files():
         source = ROOT / path
         if source.is_symlink() or source.exists():
             target = dest / path

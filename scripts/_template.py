@@ -1,0 +1,53 @@
+"""What the template's scripts and tests share: the generator's own files, and a render."""
+
+from __future__ import annotations
+
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# In this repository, never in a project made from it: the template and its own tooling.
+GENERATOR_ONLY = (
+    "copier.yml",
+    "template/",
+    "scripts/",
+    "tests/template/",
+    "generator.mk",
+    "CHANGELOG.md",
+    ".github/workflows/template-",
+    ".github/workflows/release",
+)
+
+
+def listed_files(root: Path = ROOT) -> list[str]:
+    """The files git knows of, or would (tracked, and untracked but not ignored)."""
+    return subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+
+
+def render(source: Path, dest: Path, answers: dict[str, Any]) -> Path:
+    """Render the template at `source` (its working tree, uncommitted changes included)."""
+    import copier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter(
+            "ignore"
+        )  # DirtyLocalWarning: rendering the working tree is the point
+        copier.run_copy(
+            str(source),
+            str(dest),
+            data=answers,
+            defaults=True,
+            vcs_ref="HEAD",
+            quiet=True,
+            unsafe=False,
+        )
+    return dest
