@@ -15,7 +15,7 @@ RUN := $(UV) run --frozen --no-sync
 PKG := mlops_template
 CLI := $(RUN) mlops-template
 
-.PHONY: help install hooks format lint typecheck test test-fast all prepare train evaluate predict serve info bench clean
+.PHONY: help install hooks format lint check-conflicts typecheck test test-fast all prepare train evaluate predict serve info bench update clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -34,13 +34,21 @@ format: ## Format and autofix the code
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-lint: ## Lint: ruff, formatting, the Dockerfile and the workflows
+lint: check-conflicts ## Lint: ruff, formatting, the Dockerfile and the workflows
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) hadolint Dockerfile  # [docker]
 	$(RUN) zizmor --offline --quiet .github/workflows
 	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
+
+check-conflicts: ## Fail while an update has left conflict markers or .rej files
+	@found="$$(grep -rlE --exclude-dir=.git --exclude-dir=.venv --exclude-dir=.tools \
+		--exclude-dir=data --exclude-dir=models '^(<{7}|>{7})( |$$)' . || true)"; \
+	found="$$found $$(find . -name '*.rej' -not -path './.git/*' -not -path './.venv/*')"; \
+	if [ -n "$$(echo $$found)" ]; then \
+		echo "error: unresolved update conflicts (resolve them, delete .rej files):" $$found; exit 1; \
+	fi
 
 typecheck: ## Type-check src/ with mypy (strict)
 	$(RUN) mypy
@@ -73,6 +81,12 @@ info: ## Show the trained model's card
 
 bench: ## Print inference, batch prediction and preparation figures
 	$(RUN) python -m benchmarks
+
+update: ## Take the template's latest release (copier update), keeping your own changes
+	$(RUN) copier update --conflict inline --skip-answered $(ARGS)
+	@echo "Updated. Review with 'git status' and 'git diff'; resolve every conflict marker."
+	@echo "'make lint' fails while markers or .rej files remain."
+	@git status --short
 
 clean: ## Remove generated data, models and caches
 	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache

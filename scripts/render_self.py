@@ -6,7 +6,7 @@ the template's files with the result and commits. Locally, in a fresh copy:
 
     python scripts/render_self.py --repository acme/penguin-service --commit
 
-The workflow file itself is kept (it does nothing once `copier.yml` is gone), because a
+The template's own workflows are kept (they do nothing outside the template), because a
 workflow's own token may not change workflow files.
 """
 
@@ -22,7 +22,9 @@ from pathlib import Path
 
 from _template import render
 
-KEEP = (".git", ".github/workflows/template-render.yml")
+# A workflow's token may not change workflow files: the template's own two stay (they do nothing
+# outside the template), and so does the rest of .git.
+KEPT_WORKFLOWS = ("template-render.yml", "release.yml")
 
 
 def answers_for(repository: str) -> dict[str, str]:
@@ -45,12 +47,16 @@ def render_in_place(path: Path, answers: dict[str, str], template_url: str | Non
             if child.name == ".git":
                 continue
             if child.name == ".github":
-                kept = child / "workflows" / "template-render.yml"
-                saved = kept.read_bytes() if kept.is_file() else None
+                workflows = child / "workflows"
+                saved = {
+                    n: (workflows / n).read_bytes()
+                    for n in KEPT_WORKFLOWS
+                    if (workflows / n).is_file()
+                }
                 shutil.rmtree(child)
-                if saved is not None:
-                    kept.parent.mkdir(parents=True)
-                    kept.write_bytes(saved)
+                workflows.mkdir(parents=True)
+                for name, content in saved.items():
+                    (workflows / name).write_bytes(content)
                 continue
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         shutil.copytree(rendered, path, dirs_exist_ok=True, symlinks=True)
