@@ -33,8 +33,8 @@ def listed_files(root: Path = ROOT) -> list[str]:
     ).stdout.splitlines()
 
 
-def render(source: Path, dest: Path, answers: dict[str, Any]) -> Path:
-    """Render the template at `source` (its working tree, uncommitted changes included)."""
+def render(source: Path, dest: Path, answers: dict[str, Any], vcs_ref: str | None = "HEAD") -> Path:
+    """Render the template at `source`; by default its working tree, uncommitted changes too."""
     import copier
 
     with warnings.catch_warnings():
@@ -46,7 +46,7 @@ def render(source: Path, dest: Path, answers: dict[str, Any]) -> Path:
             str(dest),
             data=answers,
             defaults=True,
-            vcs_ref="HEAD",
+            vcs_ref=vcs_ref,
             quiet=True,
             unsafe=False,
         )

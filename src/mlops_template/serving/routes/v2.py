@@ -27,7 +27,7 @@ from ..service import (
 __all__ = ["model_metadata", "router"]
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
-_INFER = TypeAdapter(InferRequest)
+_INFER_REQUEST = TypeAdapter(InferRequest)
 _NUMBER_TYPES = frozenset(
     {
         "FP16",
@@ -182,20 +182,19 @@ _INFER_BODY = {
 }
 
 
-@router.post(
-    "/models/{model_name}/infer",
-    response_model=InferResponse,
-    responses=error_responses(400, 404, 413, 415, 422, 500, 503),
-    openapi_extra=_INFER_BODY,
-    summary="Infer (v2)",
-)
+_INFER = {
+    "response_model": InferResponse,
+    "responses": error_responses(400, 404, 413, 415, 422, 500, 503),
+    "openapi_extra": _INFER_BODY,
+}
+
+
+@router.post("/models/{model_name}/infer", summary="Infer (v2)", **_INFER)  # type: ignore[arg-type]
 @router.post(
     "/models/{model_name}/versions/{model_version}/infer",
-    response_model=InferResponse,
-    responses=error_responses(400, 404, 413, 415, 422, 500, 503),
-    openapi_extra=_INFER_BODY,
     summary="Infer with a given model version (v2)",
     include_in_schema=False,
+    **_INFER,  # type: ignore[arg-type]
 )
 async def infer(
     model_name: str, request: Request, model_version: str | None = None
@@ -205,7 +204,7 @@ async def infer(
     service = await get_service(request)  # not a dependency: see routes/predict.py
     card = _model(service, model_name, model_version)
     require_json(request)
-    parsed: InferRequest = parse_json(_INFER, await request.body())
+    parsed: InferRequest = parse_json(_INFER_REQUEST, await request.body())
     columns, rows = _columns(parsed, card, service.schemas.max_rows)
     assert service.model is not None
     assert service.batcher is not None
