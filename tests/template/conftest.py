@@ -12,9 +12,9 @@ from scripts import _template
 ROOT = _template.ROOT
 
 
-def render(dest: Path, **answers: Any) -> Path:
+def render(dest: Path, vcs_ref: str | None = "HEAD", **answers: Any) -> Path:
     """Render the template into `dest` with default answers, overridden by `answers`."""
-    return _template.render(ROOT, dest, answers)
+    return _template.render(ROOT, dest, answers, vcs_ref=vcs_ref)
 
 
 def repository_answers() -> dict[str, Any]:

@@ -56,10 +56,7 @@ def test_the_previous_release_updates_to_head_and_passes_make_all(tmp_path: Path
         )
     import copier
 
-    project = tmp_path / "project"
-    copier.run_copy(
-        str(ROOT), str(project), defaults=True, vcs_ref=tags[0], quiet=True, unsafe=False
-    )
+    project = render(tmp_path / "project", vcs_ref=tags[0])
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "--quiet"], cwd=project, check=True)
     subprocess.run(["git", "add", "--all"], cwd=project, check=True)
