@@ -106,7 +106,8 @@ def test_the_image_commands_install_and_serve_outside_docker(
         shutil.copy(ROOT / name, app)
     shutil.copytree(ROOT / "src", app / "src", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(trained_dir, app / "models")
-    uv = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+    # `uv run` (so `make test`) names its own binary in UV; else PATH, else make's bootstrap.
+    uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
     build_env = {**os.environ, **env_of("build"), "UV_PROJECT_ENVIRONMENT": str(app / ".venv")}
     build_env.pop("VIRTUAL_ENV", None)
     for keyword, rest in instructions("build"):
