@@ -90,9 +90,10 @@ def bench_inference(workdir: Path, rows: int) -> None:
 
 PANDAS_PIPELINE = """
 import json, sys, numpy as np, pandas as pd
+from pathlib import Path
 from mlops_template.schema import load_schema
-schema = load_schema(__import__("pathlib").Path(sys.argv[1]))
-source, out = sys.argv[2], __import__("pathlib").Path(sys.argv[3])
+schema = load_schema(Path(sys.argv[1]))
+source, out = sys.argv[2], Path(sys.argv[3])
 frame = pd.read_csv(source, dtype=str, keep_default_na=False, na_values=list(schema.null_values))
 problems = 0
 typed = {}

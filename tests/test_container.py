@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -166,7 +167,7 @@ def test_the_image_commands_install_and_serve_outside_docker(
             if subprocess.run(probe, env=run_env, capture_output=True).returncode == 0:
                 break
             assert server.poll() is None
-            __import__("time").sleep(0.1)
+            time.sleep(0.1)
         else:
             pytest.fail("the HEALTHCHECK command never passed")
         card = json.loads((app / "models" / "model.json").read_text())

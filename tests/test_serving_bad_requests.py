@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -20,16 +21,13 @@ def body(*changes: dict[str, Any], drop: str | None = None) -> bytes:
         if drop:
             row.pop(drop)
         rows.append(row)
-    import json
-
     return json.dumps({"records": rows}).encode()
 
 
 def raw_row(field: str, literal: str) -> bytes:
     """A body whose `field` is a JSON literal that Python's json module would not write."""
     fields = ",".join(
-        f'"{k}": {literal if k == field else __import__("json").dumps(v)}'
-        for k, v in EXAMPLE.items()
+        f'"{k}": {literal if k == field else json.dumps(v)}' for k, v in EXAMPLE.items()
     )
     return b'{"records": [{' + fields.encode() + b"}]}"
 
@@ -426,7 +424,7 @@ def test_non_finite_values_are_never_echoed(api: TestClient, literal: str) -> No
     assert response.json()["detail"] == [
         "records[0].bill_length_mm: Input should be a finite number"
     ]
-    v2_body = __import__("json").dumps(v2()).replace("47.5", literal).encode()
+    v2_body = json.dumps(v2()).replace("47.5", literal).encode()
     response = api.post("/v2/models/penguins/infer", content=v2_body, headers=JSON)
     assert response.status_code == 422, response.text
     assert "not a finite number" in response.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -86,7 +87,7 @@ def test_use_this_template_renders_the_new_repository_under_its_own_name(tmp_pat
         command,
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, **env},
+        env={**os.environ, **env},
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
