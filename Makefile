@@ -12,6 +12,8 @@ export UV_COMPILE_BYTECODE ?= 1
 export UV_PYTHON_DOWNLOADS ?= never
 export UV_LINK_MODE ?= copy
 RUN := $(UV) run --frozen --no-sync
+# The environment, made (or brought up to date) by any target that needs it.
+VENV := .venv/pyvenv.cfg
 PKG := mlops_template
 CLI := $(RUN) mlops-template
 
@@ -26,15 +28,20 @@ $(CURDIR)/.tools/bin/uv:
 
 install: $(UV) ## Create .venv with every dependency from uv.lock
 	$(UV) sync --frozen --all-extras
+	@touch $(VENV)
+
+$(VENV): uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-extras
+	@touch $(VENV)
 
 hooks: install ## Install the git pre-commit hooks (they call make)
 	$(RUN) pre-commit install
 
-format: ## Format and autofix the code
+format: $(VENV) ## Format and autofix the code
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-lint: check-conflicts ## Lint: ruff, formatting, the Dockerfile and the workflows
+lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the Dockerfile and the workflows
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) hadolint Dockerfile  # [docker]
@@ -50,39 +57,39 @@ check-conflicts: ## Fail while an update has left conflict markers or .rej files
 		echo "error: unresolved update conflicts (resolve them, delete .rej files):" $$found; exit 1; \
 	fi
 
-typecheck: ## Type-check src/ with mypy (strict)
+typecheck: $(VENV) ## Type-check src/ with mypy (strict)
 	$(RUN) mypy
 
-test: ## Run every test, slow end-to-end ones included
+test: $(VENV) ## Run every test, slow end-to-end ones included
 	$(RUN) pytest
 
-test-fast: ## Run the tests, skipping the slow end-to-end ones
+test-fast: $(VENV) ## Run the tests, skipping the slow end-to-end ones
 	$(RUN) pytest -m "not e2e"
 
 all: install lint typecheck test ## Install, lint, type-check and test: what CI runs
 
-prepare: ## Check and split data/raw into data/processed
+prepare: $(VENV) ## Check and split data/raw into data/processed
 	$(CLI) prepare
 
-train: ## Train, export models/model.onnx and its card models/model.json
+train: $(VENV) ## Train, export models/model.onnx and its card models/model.json
 	$(CLI) train
 
-evaluate: ## Score the model on the test split, plot its errors
+evaluate: $(VENV) ## Score the model on the test split, plot its errors
 	$(CLI) evaluate
 
-predict: ## Score a file: make predict INPUT=data.csv OUTPUT=predictions.parquet
+predict: $(VENV) ## Score a file: make predict INPUT=data.csv OUTPUT=predictions.parquet
 	$(CLI) predict "$(or $(INPUT),data/processed/test.parquet)" --output "$(or $(OUTPUT),predictions.parquet)"
 
-serve: ## Serve the model on http://127.0.0.1:8000
+serve: $(VENV) ## Serve the model on http://127.0.0.1:8000
 	$(CLI) serve
 
-info: ## Show the trained model's card
+info: $(VENV) ## Show the trained model's card
 	$(CLI) info
 
-bench: ## Print inference, batch prediction and preparation figures
+bench: $(VENV) ## Print inference, batch prediction and preparation figures
 	$(RUN) python -m benchmarks
 
-update: ## Take the template's latest release (copier update), keeping your own changes
+update: $(VENV) ## Take the template's latest release (copier update), keeping your own changes
 	$(RUN) copier update --conflict inline --skip-answered $(ARGS)
 	@echo "Updated. Review with 'git status' and 'git diff'; resolve every conflict marker."
 	@echo "'make lint' fails while markers or .rej files remain."

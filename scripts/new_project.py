@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"created {dest}")
     if args.no_bring_up:
         return 0
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    # The new project finds (or installs) its own uv, as it will when its user runs make.
+    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "UV"}}
     make = shutil.which("make") or "make"
     subprocess.run(["git", "init", "--quiet"], cwd=dest, check=True)
     result = subprocess.run([make, "install", "prepare", "train"], cwd=dest, env=env)

@@ -27,7 +27,8 @@ COMBINATIONS = {
 
 
 def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTEST_ADDOPTS"}}
+    # As a fresh shell would have it: no outer virtualenv, no outer uv (it installs its own).
+    return {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTEST_ADDOPTS", "UV"}}
 
 
 def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None:

@@ -103,7 +103,14 @@ def update(project: Path, ref: str | None = "v0.2.0", **answers: Any) -> None:
 def make_update(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """The project's own `make update`, with this environment's Copier standing in for its .venv."""
     run = f"env PATH={Path(sys.executable).parent}:{os.environ['PATH']}"
-    command = ["make", "--no-print-directory", "update", f"RUN={run}", "ARGS=" + " ".join(args)]
+    command = [
+        "make",
+        "--no-print-directory",
+        "update",
+        f"RUN={run}",
+        "VENV=",
+        "ARGS=" + " ".join(args),
+    ]
     return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300)
 
 
