@@ -112,28 +112,32 @@ def test_rows(prepared_dir: Path, card: ModelCard) -> list[dict[str, Any]]:
     return pl.read_parquet(prepared_dir / TEST_FILE).select(card.feature_names).to_dicts()
 
 
-def test_served_predictions_equal_the_in_process_ones(
-    trained_dir: Path, tmp_path: Path, test_rows: list[dict[str, Any]], card: ModelCard
-) -> None:
+@pytest.fixture(scope="module")
+def expected_labels(
+    trained_dir: Path, test_rows: list[dict[str, Any]], card: ModelCard
+) -> list[str]:
+    """The in-process model's labels for the test rows: what the server must answer."""
     expected = OnnxModel.load(trained_dir).predict(
         {n: [r[n] for r in test_rows] for n in card.feature_names}
     )
     assert expected.labels is not None
+    return list(expected.labels.tolist())
+
+
+def test_served_predictions_equal_the_in_process_ones(
+    trained_dir: Path, tmp_path: Path, test_rows: list[dict[str, Any]], expected_labels: list[str]
+) -> None:
     with serving(trained_dir, tmp_path) as server:
         status, body = post(f"{server.url}/predict", {"records": test_rows})
         assert get(f"{server.url}/docs")[0] == 200
     assert status == 200
-    assert [p["label"] for p in body["predictions"]] == expected.labels.tolist()
+    assert [p["label"] for p in body["predictions"]] == expected_labels
 
 
 def test_many_threads_many_requests_no_wrong_answer(
-    trained_dir: Path, tmp_path: Path, test_rows: list[dict[str, Any]], card: ModelCard
+    trained_dir: Path, tmp_path: Path, test_rows: list[dict[str, Any]], expected_labels: list[str]
 ) -> None:
-    expected = OnnxModel.load(trained_dir).predict(
-        {n: [r[n] for r in test_rows] for n in card.feature_names}
-    )
-    assert expected.labels is not None
-    labels = expected.labels.tolist()
+    labels = expected_labels
 
     def client(worker: int) -> int:
         wrong = 0

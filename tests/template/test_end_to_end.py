@@ -51,7 +51,6 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
     for name, process in runs.items():
         output, _ = process.communicate(timeout=1500)
         assert process.returncode == 0, f"{name}: make all failed\n{output[-6000:]}"
-        assert " passed" in output.splitlines()[-1] or "passed" in output
     for i, (name, path) in enumerate(projects.items()):
         train = subprocess.run(
             ["make", "prepare", "train"],

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT, render
+from .test_update import commit_all, git, update
 
 NOTES = [sys.executable, str(ROOT / "scripts" / "release_notes.py")]
 
@@ -54,16 +55,10 @@ def test_the_previous_release_updates_to_head_and_passes_make_all(tmp_path: Path
         pytest.skip(
             "no release tag in this clone yet: the release workflow tags the first push to main"
         )
-    import copier
-
     project = render(tmp_path / "project", vcs_ref=tags[0])
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run(["git", "init", "--quiet"], cwd=project, check=True)
-    subprocess.run(["git", "add", "--all"], cwd=project, check=True)
-    subprocess.run([*git, "commit", "--quiet", "-m", "start"], cwd=project, check=True)
-    copier.run_update(
-        str(project), defaults=True, overwrite=True, vcs_ref="HEAD", conflict="inline", quiet=True
-    )
+    git(project, "init", "--quiet", "-b", "main")
+    commit_all(project, "Start from the previous release")
+    update(project, ref="HEAD")
     result = subprocess.run(
         ["make", "all"], cwd=project, capture_output=True, text=True, timeout=1500
     )

@@ -158,7 +158,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schemas=schemas,
         metrics=metrics,
         inflight=inflight,
-        feature_names=card.feature_names,
     )
     app = ModelServer(
         title=f"{card.name} model server",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import orjson
@@ -43,7 +43,11 @@ class ModelService:
     model: OnnxModel | None = None
     batcher: MicroBatcher | None = None
     ready: bool = False
-    feature_names: tuple[str, ...] = field(default=())
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        """The model's inputs, in order."""
+        return self.card.feature_names
 
 
 class ApiError(Exception):
