@@ -26,7 +26,8 @@ RUN groupadd --system --gid 10001 app \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app
 WORKDIR /app
 COPY --from=build --chown=10001:10001 /app/.venv /app/.venv
-COPY --chown=10001:10001 models/model.onnx models/model.json /app/models/
+# The current model and its card, from the set `make train` published last.
+COPY --chown=10001:10001 models/current/model.onnx models/current/model.json /app/models/
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MLOPS_TEMPLATE_HOST=0.0.0.0 \

@@ -68,8 +68,8 @@ def bench_inference(workdir: Path, rows: int) -> None:
     frame = synthetic_rows(ROOT / "data/raw/penguins.csv", rows)
     from mlops_template.data import to_model_inputs
 
-    one = to_model_inputs(frame.head(1), model.card.features)
-    many = to_model_inputs(frame.head(1024), model.card.features)
+    one = to_model_inputs(frame.head(1), model.card.features, model.card.inputs)
+    many = to_model_inputs(frame.head(1024), model.card.features, model.card.inputs)
     per_call_1 = _best_of(lambda: model.run(one), repeat=5, number=2000)
     per_call_1024 = _best_of(lambda: model.run(many), repeat=5, number=50)
     floor_rows = 1024 / per_call_1024

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from mlops_template._fs import current_version
 from mlops_template.card import ModelCard
 from mlops_template.data import prepare_dataset
 from mlops_template.schema import DatasetSchema, load_schema
@@ -60,14 +61,14 @@ def trained_dir(
 @pytest.fixture
 def model_dir(trained_dir: Path, tmp_path: Path) -> Path:
     """A private copy of the trained model, safe to tamper with."""
-    return Path(shutil.copytree(trained_dir, tmp_path / "models"))
+    return Path(shutil.copytree(trained_dir, tmp_path / "models", symlinks=True))
 
 
 @pytest.fixture(scope="session")
 def card(trained_dir: Path) -> ModelCard:
     from mlops_template.card import CARD_FILE, load_card
 
-    return load_card(trained_dir / CARD_FILE)
+    return load_card(current_version(trained_dir) / CARD_FILE)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from mlops_template._fs import current_version
 from mlops_template.batch import predict_file, prediction_columns
 from mlops_template.data import TEST_FILE, to_model_inputs
 from mlops_template.errors import DataFileError, DataSchemaError
@@ -25,7 +26,7 @@ def model(trained_dir: Path) -> OnnxModel:
 def test_predict_file_adds_predictions_to_every_row(
     model: OnnxModel, prepared_dir: Path, tmp_path: Path, suffix: str, chunk_size: int
 ) -> None:
-    source = prepared_dir / TEST_FILE
+    source = current_version(prepared_dir) / TEST_FILE
     output = tmp_path / f"scored{suffix}"
     progress: list[tuple[int, int]] = []
     rows = predict_file(
@@ -45,7 +46,7 @@ def test_predict_file_adds_predictions_to_every_row(
         "probability_Chinstrap",
         "probability_Gentoo",
     ]
-    expected = model.run(to_model_inputs(test, model.card.features))
+    expected = model.run(to_model_inputs(test, model.card.features, model.card.inputs))
     assert scored.get_column("predicted_species").to_list() == expected.labels.tolist()
     np.testing.assert_allclose(
         scored.select(prediction_columns(model)[1:]).to_numpy(), expected.probabilities, atol=1e-6

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from mlops_template._fs import current_version
+
 from .conftest import PENGUINS, PENGUINS_SCHEMA
 
 
@@ -69,7 +71,7 @@ def test_pipeline_runs_from_the_command_line(project: Path) -> None:
     assert "confusion_matrix.png" in outputs["evaluate"]
     assert "scored 344 rows" in outputs["predict"]
     assert "bill_length_mm" in outputs["info"]
-    card = json.loads((project / "models" / "model.json").read_text())
+    card = json.loads((current_version(project / "models") / "model.json").read_text())
     assert card["version"] in outputs["info"]
     assert (project / "scored.csv").read_text().splitlines()[0].endswith("probability_Gentoo")
 
@@ -106,7 +108,9 @@ def test_environment_settings_apply_and_bad_ones_are_named(project: Path) -> Non
     assert "elsewhere/model.json: model card not found" in result.stderr
     result = cli("info", cwd=project, env={"MLOPS_TEMPLATE_PORT": "http"})
     assert result.returncode == 1
-    assert "error: setting port: Input should be a valid integer" in result.stderr
+    assert "error: bad setting: MLOPS_TEMPLATE_PORT: Input should be a valid integer" in (
+        result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
@@ -122,4 +126,99 @@ def test_options_beat_environment(project: Path) -> None:
         env={"MLOPS_TEMPLATE_SCHEMA_PATH": "missing.toml"},
     )
     assert result.returncode == 0, result.stderr
-    assert (project / "out" / "train.parquet").is_file()
+    assert (current_version(project / "out") / "train.parquet").is_file()
+
+
+def _replace(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text, old
+    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+
+
+def _corrupt_manifest(project: Path) -> None:
+    assert cli("prepare", cwd=project).returncode == 0
+    (current_version(project / "data" / "processed") / "manifest.json").write_text("{not json")
+
+
+def _edit_schema_after_prepare(project: Path) -> None:
+    assert cli("prepare", cwd=project).returncode == 0
+    _replace(project / "dataset.toml", "[split]\n", "[split]\n")
+    _replace(project / "dataset.toml", 'ignore = ["year"]', 'ignore = ["year", "sex"]')
+    schema = (project / "dataset.toml").read_text()
+    start = schema.index("[features.sex]")
+    (project / "dataset.toml").write_text(schema[:start])
+
+
+# (id, command, how to break the project, what the one error line says)
+FAULTS = {
+    "schema error names the feature table": (
+        "prepare",
+        lambda p: _replace(p / "dataset.toml", 'type = "float"', 'type = "decimal"'),
+        "features.bill_length_mm.type: Input should be",
+    ),
+    "schema error of the whole file has no invented location": (
+        "prepare",
+        lambda p: _replace(p / "dataset.toml", 'ignore = ["year"]', 'ignore = ["year", "sex"]'),
+        "columns named more than once (target, features, ignore): ['sex']",
+    ),
+    "a file that is only a byte-order mark": (
+        "prepare",
+        lambda p: (p / "penguins.csv").write_bytes(b"\xef\xbb\xbf"),
+        "penguins.csv: the file is empty; expected a header row",
+    ),
+    "a folder where the data file should be": (
+        "prepare",
+        lambda p: ((p / "penguins.csv").unlink(), (p / "penguins.csv").mkdir()),
+        "penguins.csv: is a folder, not a data file",
+    ),
+    "a column named twice in the header": (
+        "prepare",
+        lambda p: _replace(p / "penguins.csv", "bill_depth_mm", "bill_length_mm"),
+        "the header names a column more than once: 'bill_length_mm' (columns 3, 4)",
+    ),
+    "a latin-1 byte": (
+        "prepare",
+        lambda p: (p / "penguins.csv").write_bytes(
+            (p / "penguins.csv").read_bytes().replace(b"Dream", b"Dr\xe9am", 1)
+        ),
+        "is not UTF-8 text (byte 0xe9)",
+    ),
+    "header and rows are wrong at once": (
+        "prepare",
+        lambda p: (
+            _replace(p / "penguins.csv", "island", "isle"),
+            _replace(p / "penguins.csv", "39.1", "abc"),
+        ),
+        "3 problems",
+    ),
+    "an unwritable output folder": (
+        "prepare",
+        lambda p: ((p / "data").mkdir(), (p / "data" / "processed").write_text("a file")),
+        "cannot write the prepared data",
+    ),
+    "a damaged manifest": (
+        "train",
+        _corrupt_manifest,
+        "manifest.json: not a valid manifest",
+    ),
+    "a schema edited since prepare": (
+        "train",
+        _edit_schema_after_prepare,
+        "the prepared data is from another version of the dataset",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS, ids=list(FAULTS))
+def test_each_fault_is_one_error_line_with_a_hint(project: Path, fault: str) -> None:
+    command, damage, message = FAULTS[fault]
+    damage(project)
+    before = sorted(p.relative_to(project) for p in project.rglob("*"))
+    result = cli(command, cwd=project)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert lines[0].startswith("error: "), result.stderr
+    assert message in result.stderr
+    assert lines[-1].startswith("hint: ")
+    assert "Traceback" not in result.stderr
+    assert sorted(p.relative_to(project) for p in project.rglob("*")) == before

@@ -86,7 +86,7 @@ def test_dockerignore_sends_only_what_the_image_needs() -> None:
         if line and not line.startswith("#")
     ]
     assert rules[0] == "*"
-    assert {"!src/", "!uv.lock", "!models/model.onnx", "!models/model.json"} <= set(rules)
+    assert {"!src/", "!uv.lock", "!models/current", "!models/*/model.onnx"} <= set(rules)
     assert not any("data" in rule for rule in rules)
 
 
@@ -106,7 +106,14 @@ def test_the_image_commands_install_and_serve_outside_docker(
     for name in ("pyproject.toml", "uv.lock", "README.md"):
         shutil.copy(ROOT / name, app)
     shutil.copytree(ROOT / "src", app / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copytree(trained_dir, app / "models")
+    for keyword, rest in instructions("runtime"):  # the model, as the image copies it
+        if keyword == "COPY" and "--from" not in rest:
+            *sources, target = [a for a in rest.split() if not a.startswith("--")]
+            destination = Path(target.replace("/app", str(app)))
+            destination.mkdir(parents=True, exist_ok=True)
+            for source in sources:
+                relative = Path(source).relative_to("models")
+                shutil.copy(trained_dir / relative, destination)
     # `uv run` (so `make test`) names its own binary in UV; else PATH, else make's bootstrap.
     uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
     build_env = {**os.environ, **env_of("build"), "UV_PROJECT_ENVIRONMENT": str(app / ".venv")}

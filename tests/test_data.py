@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from mlops_template._fs import current_version
 from mlops_template.data import (
     MANIFEST_FILE,
     TEST_FILE,
@@ -26,7 +27,9 @@ HEADER = LINES[0]
 
 
 def digests(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+    """The published set's files, by name and content."""
+    current = current_version(folder)
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(current.iterdir())}
 
 
 def with_source(schema: DatasetSchema, source: Path) -> DatasetSchema:
@@ -47,9 +50,9 @@ def edit_line(number: int, old: str, new: str) -> Callable[[list[str]], list[str
 def test_prepare_writes_split_parquet_and_manifest(
     schema: DatasetSchema, prepared_dir: Path
 ) -> None:
-    train = pl.read_parquet(prepared_dir / TRAIN_FILE)
-    test = pl.read_parquet(prepared_dir / TEST_FILE)
-    manifest = json.loads((prepared_dir / MANIFEST_FILE).read_text())
+    train = pl.read_parquet(current_version(prepared_dir) / TRAIN_FILE)
+    test = pl.read_parquet(current_version(prepared_dir) / TEST_FILE)
+    manifest = json.loads((current_version(prepared_dir) / MANIFEST_FILE).read_text())
     assert train.columns == [schema.target.name, *schema.feature_names]
     assert train.schema["bill_length_mm"] == pl.Float64
     assert train.schema["island"] == pl.String
@@ -75,8 +78,8 @@ def test_prepare_is_byte_identical_when_run_twice(
 def test_seed_changes_the_split(schema: DatasetSchema, prepared_dir: Path, tmp_path: Path) -> None:
     reseeded = schema.model_copy(update={"split": schema.split.model_copy(update={"seed": 7})})
     prepare_dataset(reseeded, tmp_path)
-    assert not pl.read_parquet(tmp_path / TEST_FILE).equals(
-        pl.read_parquet(prepared_dir / TEST_FILE)
+    assert not pl.read_parquet(current_version(tmp_path) / TEST_FILE).equals(
+        pl.read_parquet(current_version(prepared_dir) / TEST_FILE)
     )
 
 
@@ -97,7 +100,9 @@ def test_parquet_source_gives_the_same_split(
     pl.read_csv(PENGUINS, null_values=["NA"]).write_parquet(source)
     prepare_dataset(with_source(schema, source), tmp_path / "out")
     for name in (TRAIN_FILE, TEST_FILE):
-        assert pl.read_parquet(tmp_path / "out" / name).equals(pl.read_parquet(prepared_dir / name))
+        assert pl.read_parquet(current_version(tmp_path / "out") / name).equals(
+            pl.read_parquet(current_version(prepared_dir) / name)
+        )
 
 
 def test_quoted_commas_and_multiline_fields_are_parsed(
@@ -189,7 +194,7 @@ def test_broken_csv_gets_a_clear_error_and_keeps_earlier_outputs(
     source = tmp_path / "broken.csv"
     lines = mutate(list(LINES))
     source.write_text("\n".join(lines) + ("\n" if lines else ""), encoding="utf-8")
-    out = Path(shutil.copytree(prepared_dir, tmp_path / "out"))
+    out = Path(shutil.copytree(prepared_dir, tmp_path / "out", symlinks=True))
     before = digests(out)
     with pytest.raises(error) as caught:
         prepare_dataset(with_source(schema, source), out)
@@ -214,7 +219,7 @@ def test_many_bad_rows_are_counted_not_all_listed(schema: DatasetSchema, tmp_pat
     [
         ("data.xlsx", b"PK", "unsupported file type '.xlsx'"),
         ("data.parquet", b"not parquet", "cannot read as parquet"),
-        ("data.csv", b"species,island\n\xff\xfe,x\n", "cannot parse"),
+        ("data.csv", b"species,island\n\xff\xfe,x\n", "line 2 is not UTF-8 text"),
     ],
 )
 def test_unreadable_files_are_named(
@@ -246,7 +251,7 @@ def test_parquet_column_of_the_wrong_type_is_named(schema: DatasetSchema, tmp_pa
 def test_interrupted_write_leaves_previous_outputs_intact(
     schema: DatasetSchema, prepared_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    out = Path(shutil.copytree(prepared_dir, tmp_path / "out"))
+    out = Path(shutil.copytree(prepared_dir, tmp_path / "out", symlinks=True))
     before = digests(out)
     reseeded = schema.model_copy(update={"split": schema.split.model_copy(update={"seed": 1})})
     calls = []
@@ -263,4 +268,4 @@ def test_interrupted_write_leaves_previous_outputs_intact(
     with pytest.raises(OSError, match="disk full"):
         prepare_dataset(reseeded, out)
     assert digests(out) == before
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]

@@ -10,6 +10,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from mlops_template._fs import current_version
 from mlops_template.card import CARD_FILE, MODEL_FILE
 from mlops_template.data import TEST_FILE, to_model_inputs
 from mlops_template.errors import (
@@ -64,15 +65,16 @@ def test_missing_values_are_imputed_where_the_schema_allows(model: OnnxModel) ->
     [
         (
             {"island": None},
-            "column 'island': missing value, but the feature is not nullable (row 0)",
+            "column 'island': missing value, but the schema says nullable = false (row 0)",
         ),
         (
             {"island": "Mars"},
-            "column 'island': unknown category; expected one of: Biscoe, Dream, Torgersen (row 0)",
+            "column 'island': unknown category; expected one of: Biscoe, Dream, Torgersen; "
+            "found 'Mars' (row 0)",
         ),
-        ({"island": 3}, "column 'island': expected a category label (string), got int"),
-        ({"bill_length_mm": "47.5"}, "column 'bill_length_mm': expected a number, got str"),
-        ({"bill_length_mm": True}, "column 'bill_length_mm': expected a number, got bool"),
+        ({"island": 3}, "column 'island': expected a category label; found 3 (row 0)"),
+        ({"bill_length_mm": "47.5"}, "column 'bill_length_mm': expected a number; found '47.5'"),
+        ({"bill_length_mm": True}, "column 'bill_length_mm': expected a number; found True"),
         ({"bill_length_mm": float("nan")}, "column 'bill_length_mm': not a finite number"),
         ({"body_mass_g": float("inf")}, "column 'body_mass_g': not a finite number"),
         ({"body_mass_g": 1e6}, "column 'body_mass_g': above the maximum 7000"),
@@ -117,14 +119,14 @@ def test_missing_model_says_to_train(tmp_path: Path, model_dir: Path) -> None:
     with pytest.raises(ModelNotFoundError, match="model card not found") as caught:
         OnnxModel.load(tmp_path)
     assert "make train" in caught.value.hint
-    (model_dir / MODEL_FILE).unlink()
+    (current_version(model_dir) / MODEL_FILE).unlink()
     with pytest.raises(ModelNotFoundError, match=r"model\.onnx: model not found"):
         OnnxModel.load(model_dir)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "tamper"])
 def test_a_model_that_does_not_match_its_card_is_refused(model_dir: Path, damage: str) -> None:
-    path = model_dir / MODEL_FILE
+    path = current_version(model_dir) / MODEL_FILE
     data = path.read_bytes()
     path.write_bytes(
         data[: len(data) // 2] if damage == "truncate" else data[:-1] + bytes([data[-1] ^ 1])
@@ -134,17 +136,21 @@ def test_a_model_that_does_not_match_its_card_is_refused(model_dir: Path, damage
 
 
 def test_a_card_whose_features_differ_from_the_model_is_refused(model_dir: Path) -> None:
-    card = json.loads((model_dir / CARD_FILE).read_text())
+    card = json.loads((current_version(model_dir) / CARD_FILE).read_text())
     card["features"][0]["name"] = "archipelago"
-    (model_dir / CARD_FILE).write_text(json.dumps(card))
+    card["inputs"] = {
+        "archipelago": "archipelago",
+        **{k: v for k, v in card["inputs"].items() if k != "island"},
+    }
+    (current_version(model_dir) / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(ModelIntegrityError, match="differ from the card's"):
         OnnxModel.load(model_dir)
 
 
 def test_a_garbage_card_is_refused_with_the_field_named(model_dir: Path) -> None:
-    card = json.loads((model_dir / CARD_FILE).read_text())
+    card = json.loads((current_version(model_dir) / CARD_FILE).read_text())
     del card["onnx_sha256"]
-    (model_dir / CARD_FILE).write_text(json.dumps(card))
+    (current_version(model_dir) / CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(ModelIntegrityError, match="onnx_sha256: Field required"):
         OnnxModel.load(model_dir)
 
@@ -152,8 +158,8 @@ def test_a_garbage_card_is_refused_with_the_field_named(model_dir: Path) -> None
 def test_concurrent_predictions_from_one_session_are_all_right(
     model: OnnxModel, prepared_dir: Path
 ) -> None:
-    test = pl.read_parquet(prepared_dir / TEST_FILE)
-    feed = to_model_inputs(test, model.card.features)
+    test = pl.read_parquet(current_version(prepared_dir) / TEST_FILE)
+    feed = to_model_inputs(test, model.card.features, model.card.inputs)
     expected = model.run(feed)
     rows = [{name: array[i : i + 1] for name, array in feed.items()} for i in range(test.height)]
 

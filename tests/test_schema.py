@@ -44,7 +44,7 @@ def test_source_is_relative_to_the_schema_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("change", "named"),
     [
-        (('type = "float"', 'type = "decimal"'), "features[0].type"),
+        (('type = "float"', 'type = "decimal"'), "features.x.type"),
         (('categories = ["a", "b"]', "categories = []"), "non-empty `categories`"),
         (('categories = ["a", "b"]', 'categories = ["a", "a"]'), "duplicates"),
         (('type = "float"', 'type = "float"\nmin = 5\nmax = 1'), "greater than `max`"),

@@ -9,6 +9,7 @@ import numpy as np
 import polars as pl
 import pytest
 
+from mlops_template._fs import current_version
 from mlops_template.batch import predict_file
 from mlops_template.data import prepare_dataset
 from mlops_template.inference import OnnxModel
@@ -123,4 +124,7 @@ def test_penguins_body_mass_regression_from_the_same_data(tmp_path: Path) -> Non
     assert manifest.rows_dropped_missing_target == 2
     card = train_model(schema, tmp_path / "processed", tmp_path / "models")
     assert card.metrics["r2"] > 0.7
-    assert json.loads((tmp_path / "models" / "model.json").read_text())["task"] == "regression"
+    assert (
+        json.loads((current_version(tmp_path / "models") / "model.json").read_text())["task"]
+        == "regression"
+    )

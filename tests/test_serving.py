@@ -12,6 +12,7 @@ import polars as pl
 import pytest
 from fastapi.testclient import TestClient
 
+from mlops_template._fs import current_version
 from mlops_template.card import ModelCard
 from mlops_template.data import TEST_FILE
 from mlops_template.inference import OnnxModel
@@ -20,7 +21,7 @@ from mlops_template.settings import Settings
 
 
 def records(prepared_dir: Path, card: ModelCard) -> list[dict[str, object]]:
-    test = pl.read_parquet(prepared_dir / TEST_FILE).select(card.feature_names)
+    test = pl.read_parquet(current_version(prepared_dir) / TEST_FILE).select(card.feature_names)
     return test.to_dicts()
 
 

@@ -62,7 +62,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body(drop="sex"),
         JSON,
         422,
-        "records[0].sex: Field required",
+        "records[0]: missing feature 'sex'",
     ),
     (
         "extra field",
@@ -71,7 +71,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body({"colour": "black"}),
         JSON,
         422,
-        "records[0].colour: Extra inputs are not permitted",
+        "records[0]: unknown field 'colour'",
     ),
     (
         "misspelt field",
@@ -80,7 +80,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body({"islnd": "Dream"}, drop="island"),
         JSON,
         422,
-        "records[0].island: Field required",
+        "records[0]: missing feature 'island'",
     ),
     (
         "string for a number",
@@ -89,7 +89,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body({"bill_length_mm": "47.5"}),
         JSON,
         422,
-        "records[0].bill_length_mm: Input should be a valid number",
+        "column 'bill_length_mm': expected a number; found '47.5' (record 0)",
     ),
     (
         "bool for a number",
@@ -98,7 +98,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body({"body_mass_g": True}),
         JSON,
         422,
-        "records[0].body_mass_g: Input should be a valid number",
+        "column 'body_mass_g': expected a number; found True (record 0)",
     ),
     (
         "number for a category",
@@ -107,7 +107,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body({"island": 3}),
         JSON,
         422,
-        "records[0].island: Input should be 'Biscoe', 'Dream' or 'Torgersen'",
+        "column 'island': expected a category label; found 3 (record 0)",
     ),
     (
         "unknown category",
@@ -116,7 +116,8 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body({"island": "Mars"}),
         JSON,
         422,
-        "records[0].island: Input should be 'Biscoe', 'Dream' or 'Torgersen' (got 'Mars')",
+        "column 'island': unknown category; expected one of: Biscoe, Dream, Torgersen; "
+        "found 'Mars'",
     ),
     (
         "null where not nullable",
@@ -125,7 +126,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body({"island": None}),
         JSON,
         422,
-        "records[0].island",
+        "column 'island': missing value, but the schema says nullable = false",
     ),
     (
         "out of range",
@@ -134,7 +135,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body({}, {"flipper_length_mm": 999.0}),
         JSON,
         422,
-        "records[1].flipper_length_mm: Input should be less than or equal to 260",
+        "column 'flipper_length_mm': above the maximum 260; found 999.0 (record 1)",
     ),
     (
         "NaN literal",
@@ -142,8 +143,8 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         "/predict",
         raw_row("bill_length_mm", "NaN"),
         JSON,
-        422,
-        "records[0].bill_length_mm: Input should be a finite number",
+        400,
+        "body is not valid JSON",
     ),
     (
         "Infinity literal",
@@ -151,8 +152,8 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         "/predict",
         raw_row("body_mass_g", "Infinity"),
         JSON,
-        422,
-        "records[0].body_mass_g: Input should be a finite number",
+        400,
+        "body is not valid JSON",
     ),
     (
         "-Infinity literal",
@@ -160,8 +161,8 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         "/predict",
         raw_row("body_mass_g", "-Infinity"),
         JSON,
-        422,
-        "records[0].body_mass_g: Input should be a finite number",
+        400,
+        "body is not valid JSON",
     ),
     (
         "1e309 literal",
@@ -169,8 +170,8 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         "/predict",
         raw_row("bill_depth_mm", "1e309"),
         JSON,
-        422,
-        "records[0].bill_depth_mm: Input should be a finite number",
+        400,
+        "body is not valid JSON",
     ),
     (
         "empty batch",
@@ -179,7 +180,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         b'{"records": []}',
         JSON,
         422,
-        "records: List should have at least 1 item",
+        "records: expected a list of at least one record",
     ),
     (
         "over-size batch",
@@ -188,7 +189,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         body(*[{}] * 65),
         JSON,
         422,
-        "records: List should have at most 64 items",
+        "records: 65 records, more than this server's limit of 64",
     ),
     (
         "records not a list",
@@ -197,7 +198,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         b'{"records": {"island": "Dream"}}',
         JSON,
         422,
-        "records: Input should be a valid array",
+        "records: expected a list of at least one record",
     ),
     (
         "body is a list",
@@ -206,9 +207,9 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         b"[1, 2]",
         JSON,
         422,
-        "(body): Input should be an object",
+        "body: expected an object with a `records` list",
     ),
-    ("no records key", "POST", "/predict", b'{"rows": []}', JSON, 422, "records: Field required"),
+    ("no records key", "POST", "/predict", b'{"rows": []}', JSON, 422, "body: expected an object"),
     ("malformed JSON", "POST", "/predict", b'{"records": [', JSON, 400, "body is not valid JSON"),
     ("empty body", "POST", "/predict", b"", JSON, 400, "body is not valid JSON"),
     (
@@ -227,7 +228,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         b'{"records": ' + b"[" * 5000 + b"]" * 5000 + b"}",
         JSON,
         400,
-        "recursion limit exceeded",
+        "body is not valid JSON",
     ),
     (
         "wrong content type",
@@ -346,7 +347,7 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         v2_with("body_mass_g", data=["heavy"]),
         {},
         422,
-        "column 'body_mass_g': expected a number, got str",
+        "column 'body_mass_g': expected a number; found 'heavy' (row 0)",
     ),
     (
         "v2 unknown datatype",
@@ -420,10 +421,8 @@ def test_there_are_enough_hand_written_bad_requests() -> None:
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity", "1e309", "-1e400"])
 def test_non_finite_values_are_never_echoed(api: TestClient, literal: str) -> None:
     response = api.post("/predict", content=raw_row("bill_length_mm", literal), headers=JSON)
-    assert response.status_code == 422
-    assert response.json()["detail"] == [
-        "records[0].bill_length_mm: Input should be a finite number"
-    ]
+    assert response.status_code == 400  # not JSON at all (RFC 8259 has no NaN or infinity)
+    assert literal.lstrip("-") not in response.text
     v2_body = json.dumps(v2()).replace("47.5", literal).encode()
     response = api.post("/v2/models/penguins/infer", content=v2_body, headers=JSON)
     assert response.status_code == 422, response.text

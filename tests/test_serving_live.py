@@ -22,6 +22,7 @@ from typing import Any
 import polars as pl
 import pytest
 
+from mlops_template._fs import current_version
 from mlops_template.card import MODEL_FILE, ModelCard
 from mlops_template.data import TEST_FILE
 from mlops_template.inference import OnnxModel
@@ -109,7 +110,11 @@ def serving(model_dir: Path, tmp_path: Path, **env: str) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def test_rows(prepared_dir: Path, card: ModelCard) -> list[dict[str, Any]]:
-    return pl.read_parquet(prepared_dir / TEST_FILE).select(card.feature_names).to_dicts()
+    return (
+        pl.read_parquet(current_version(prepared_dir) / TEST_FILE)
+        .select(card.feature_names)
+        .to_dicts()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +222,7 @@ def test_sigterm_lets_requests_in_flight_finish(
 def test_a_bad_model_stops_start_up_with_one_line(
     model_dir: Path, tmp_path: Path, damage: str, message: str
 ) -> None:
-    path = model_dir / MODEL_FILE
+    path = current_version(model_dir) / MODEL_FILE
     if damage == "truncate":
         path.write_bytes(path.read_bytes()[:1000])
     else:

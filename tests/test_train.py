@@ -8,7 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mlops_template.card import CARD_FILE, MODEL_FILE, ModelCard
+from mlops_template._fs import current_version
+from mlops_template.card import CARD_FILE, MODEL_FILE, ModelCard, input_names
 from mlops_template.data import TEST_FILE, TRAIN_FILE, to_model_inputs
 from mlops_template.errors import DataFileError
 from mlops_template.inference import OnnxModel
@@ -17,20 +18,20 @@ from mlops_template.train import build_pipeline, evaluate_model, train_model
 
 
 def frame(data: pl.DataFrame, schema: DatasetSchema) -> pl.DataFrame:
-    inputs = to_model_inputs(data, schema.features)
+    inputs = to_model_inputs(data, schema.features, input_names(schema.features))
     return pl.DataFrame({k: v.reshape(-1) for k, v in inputs.items()})
 
 
 def test_onnx_predictions_equal_scikit_learn_for_every_test_row(
     schema: DatasetSchema, prepared_dir: Path, trained_dir: Path
 ) -> None:
-    train = pl.read_parquet(prepared_dir / TRAIN_FILE)
-    test = pl.read_parquet(prepared_dir / TEST_FILE)
+    train = pl.read_parquet(current_version(prepared_dir) / TRAIN_FILE)
+    test = pl.read_parquet(current_version(prepared_dir) / TEST_FILE)
     pipeline = build_pipeline(schema).fit(
         frame(train, schema), train.get_column("species").to_numpy()
     )
     model = OnnxModel.load(trained_dir)
-    prediction = model.run(to_model_inputs(test, schema.features))
+    prediction = model.run(to_model_inputs(test, schema.features, input_names(schema.features)))
     assert prediction.labels is not None
     assert prediction.probabilities is not None
     np.testing.assert_array_equal(prediction.labels, pipeline.predict(frame(test, schema)))
@@ -43,7 +44,7 @@ def test_onnx_predictions_equal_scikit_learn_for_every_test_row(
 def test_card_describes_the_model(
     card: ModelCard, schema: DatasetSchema, trained_dir: Path
 ) -> None:
-    onnx = (trained_dir / MODEL_FILE).read_bytes()
+    onnx = (current_version(trained_dir) / MODEL_FILE).read_bytes()
     assert card.onnx_sha256 == hashlib.sha256(onnx).hexdigest()
     assert card.version == card.onnx_sha256[:12]
     assert card.features == schema.features
@@ -69,7 +70,9 @@ def test_same_data_and_seed_give_the_same_onnx_file(
     schema: DatasetSchema, prepared_dir: Path, trained_dir: Path, tmp_path: Path
 ) -> None:
     train_model(schema, prepared_dir, tmp_path)
-    assert (tmp_path / MODEL_FILE).read_bytes() == (trained_dir / MODEL_FILE).read_bytes()
+    assert (current_version(tmp_path) / MODEL_FILE).read_bytes() == (
+        current_version(trained_dir) / MODEL_FILE
+    ).read_bytes()
 
 
 def test_train_without_prepared_data_says_what_to_run(
@@ -86,7 +89,10 @@ def test_failed_export_keeps_the_previous_model(
 ) -> None:
     import mlops_template.train as train_module
 
-    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    def files() -> dict[str, bytes]:
+        return {p.name: p.read_bytes() for p in current_version(model_dir).iterdir()}
+
+    before = files()
 
     def broken_export(*args: object, **kwargs: object) -> bytes:
         raise RuntimeError("converter crashed")
@@ -94,7 +100,8 @@ def test_failed_export_keeps_the_previous_model(
     monkeypatch.setattr(train_module, "export_onnx", broken_export)
     with pytest.raises(RuntimeError, match="converter crashed"):
         train_model(schema, prepared_dir, model_dir)
-    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
+    assert files() == before
+    assert not list(model_dir.glob(".tmp-*"))
 
 
 def test_evaluate_writes_metrics_and_a_confusion_matrix(
@@ -102,7 +109,11 @@ def test_evaluate_writes_metrics_and_a_confusion_matrix(
 ) -> None:
     metrics, plot = evaluate_model(prepared_dir, model_dir)
     assert metrics == pytest.approx(card.metrics)
-    assert plot == model_dir / "confusion_matrix.png"
+    assert plot == current_version(model_dir) / "confusion_matrix.png"
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert json.loads((model_dir / "metrics.json").read_text()) == pytest.approx(metrics)
-    assert json.loads((model_dir / CARD_FILE).read_text())["metrics"] == pytest.approx(metrics)
+    assert json.loads((current_version(model_dir) / "metrics.json").read_text()) == pytest.approx(
+        metrics
+    )
+    assert json.loads((current_version(model_dir) / CARD_FILE).read_text())[
+        "metrics"
+    ] == pytest.approx(metrics)

@@ -1,15 +1,44 @@
-"""Files written whole or not at all."""
+"""Files written whole or not at all, and sets of files that switch together.
+
+A set of outputs that belong together (a model and its card; the prepared splits and their
+manifest) is written into a fresh version folder and published by one atomic rename of the
+`current` link beside it: a reader that resolves `current` once sees the old set or the new
+one, never a mix, whenever the writer is killed. A writer holds a lock while it publishes, so
+the leftovers of killed runs (`.tmp-*` folders) can be removed safely by the next one.
+
+```
+models/
+  current -> 20261123T153000-1f2e3d     one rename switches the whole set
+  20261123T153000-1f2e3d/               model.onnx, model.json, ...
+  20261123T140102-9a8b7c/               the previous set, kept for a quick rollback
+```
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_text", "sha256_file"]
+__all__ = [
+    "CURRENT",
+    "atomic_path",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "current_version",
+    "publish",
+    "sha256_file",
+]
+
+CURRENT = "current"
+_STAGING = ".tmp-"
+_LOCK = ".lock"
 
 
 @contextlib.contextmanager
@@ -51,3 +80,74 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
         while chunk := fh.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def current_version(folder: Path) -> Path:
+    """The folder of the published set in `folder`, resolved once: read every file from it.
+
+    A folder without a `current` link is itself the set (a flat folder, e.g. in an image).
+    """
+    link = folder / CURRENT
+    if link.is_symlink():
+        return folder / link.readlink()
+    return folder
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    with (folder / _LOCK).open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # a second writer waits; readers never lock
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def publish(folder: Path, write: Callable[[Path], None], *, keep: int = 3) -> Path:
+    """Write a set of files with `write(staging_folder)`, then make it current in one step.
+
+    If `write` raises (or the process dies), the current set stays as it was and nothing of
+    the new one is visible. The `keep` newest sets are kept (the current one always); older
+    ones and the leftovers of killed runs are removed. Returns the new set's folder.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with _locked(folder):
+        for stale in folder.glob(_STAGING + "*"):  # we hold the lock: their writers are dead
+            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+        staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=folder))
+        try:
+            write(staging)
+            for path in staging.iterdir():
+                _fsync(path)
+            _fsync(staging)
+            name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
+            staging.rename(folder / name)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        link = folder / f"{_STAGING}link-{name}"
+        link.symlink_to(name, target_is_directory=True)
+        link.replace(folder / CURRENT)  # the one atomic step
+        _fsync(folder)
+        _prune(folder, keep=max(keep, 1), current=name)
+    return folder / name
+
+
+def _prune(folder: Path, *, keep: int, current: str) -> None:
+    versions = sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p.name[:1].isdigit()),
+        key=lambda p: p.name,
+        reverse=True,
+    )
+    for old in versions[keep:]:
+        if old.name != current:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)
+    descriptor = os.open(path, flags)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+from polars.io.plugins import register_io_source
 
+from . import contract
 from ._fs import atomic_path
-from .data import TableReader, flag_names, to_model_inputs
-from .errors import DataFileError, DataSchemaError, Issue
+from .data import TableReader
+from .errors import DataFileError, DataSchemaError, Error, Issue
 from .inference import OnnxModel, Prediction
 
 __all__ = ["predict_file", "prediction_columns"]
 
-_ROW = "__row"
 _OUTPUT_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_DTYPES = {"float": pl.Float64, "integer": pl.Int64, "category": pl.String}
 
 
 def prediction_columns(model: OnnxModel) -> list[str]:
@@ -48,10 +50,12 @@ def predict_file(
 ) -> int:
     """Score every row of `source` and write it, plus prediction columns, to `output`.
 
-    Polars' streaming engine reads, checks, scores (in chunks of about `chunk_size` rows) and
-    writes in one pass, so memory stays bounded whatever the file's size; `output` (CSV or
-    Parquet, by its suffix) appears only once every row is scored. `on_progress(done, total)`
-    is called after each chunk. Returns the number of rows.
+    The file is read, checked by the data contract, scored and written one chunk of about
+    `chunk_size` rows at a time, so memory stays bounded whatever the file's size. Feature
+    columns come out typed as the card says, other columns as they were (a CSV's by the types
+    Polars infers from the whole file). `output` (CSV or Parquet, by its suffix) appears only
+    once every row is scored. `on_progress(done, total)` is called after each chunk. Returns
+    the number of rows.
     """
     kind = _OUTPUT_KINDS.get(output.suffix.lower())
     if kind is None:
@@ -66,7 +70,7 @@ def predict_file(
     reader = TableReader(source, null_values=model.card.null_values)
     features = model.card.features
     added = prediction_columns(model)
-    issues = reader.header_issues([f.name for f in features], allowed=None)
+    issues = reader.header_issues(features, allowed=None)
     issues += [
         Issue(name, "clashes with a prediction column; rename it")
         for name in added
@@ -77,33 +81,61 @@ def predict_file(
     total = reader.count_rows()
     if total == 0:
         raise DataFileError(f"{source}: no data rows, only a header", hint="add rows to score")
-    frame, checks = reader.typed(reader.scan().with_row_index(_ROW), features)
+    names = list(reader.schema.names())
+    feature_names = {f.name for f in features}
+    passing = [n for n in names if n not in feature_names]
+    lazy = reader.scan(infer=passing)
+    try:
+        types = lazy.collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise DataFileError(f"{source}: cannot read: {str(exc).strip().splitlines()[0]}") from None
+    plan = lazy.select(*passing, *reader.contract_exprs(features))
+    spec_of = {f.name: f for f in features}
+    schema: dict[str, Any] = {
+        n: _DTYPES[spec_of[n].type] if n in spec_of else types[n] for n in names
+    }
+    schema[added[0]] = pl.Float64 if model.card.task == "regression" else pl.String
+    schema |= dict.fromkeys(added[1:], pl.Float64)
     done = 0
-    lock = threading.Lock()
+    failure: list[BaseException] = []
 
-    def score(batch: pl.DataFrame) -> pl.DataFrame:
+    def chunks() -> Iterator[pl.DataFrame]:
         nonlocal done
-        checked = reader.raise_on_flags(batch, checks, row_index=_ROW).drop(_ROW)
-        prediction = model.run(to_model_inputs(checked, features))
-        with lock:
-            done += batch.height
+        for chunk in plan.collect_batches(chunk_size=chunk_size):
+            columns = reader.check(chunk, features, first_row=done)
+            prediction = model.run(model.feed(columns))
+            typed = {c.spec.name: contract.typed_output(c.spec, c) for c in columns}
+            yield pl.DataFrame(
+                [typed[n] if n in typed else chunk.get_column(n) for n in names]
+            ).hstack(_as_frame(model, prediction))
+            done += chunk.height
             if on_progress is not None:
                 on_progress(done, total)
-        return pl.concat([checked, _as_frame(model, prediction)], how="horizontal")
 
-    schema = {**frame.drop(_ROW).select(reader.schema.names()).collect_schema()}
-    schema |= {added[0]: pl.Float64() if model.card.task == "regression" else pl.String()}
-    schema |= dict.fromkeys(added[1:], pl.Float64())
-    scored = frame.select(*reader.schema.names(), _ROW, *flag_names(checks)).map_batches(
-        score, schema=schema, streamable=True
-    )
-    with (
-        pl.Config(streaming_chunk_size=chunk_size),
-        atomic_path(output, suffix=output.suffix) as tmp,
-    ):
-        if kind == "csv":
-            scored.sink_csv(tmp)
-        else:
-            # Snappy: pandas' and Spark's default codec, readable everywhere, and fast to write.
-            scored.sink_parquet(tmp, compression="snappy")
+    def guarded() -> Iterator[pl.DataFrame]:
+        try:
+            yield from chunks()
+        except BaseException as exc:  # handed to the caller as it is, not as Polars' error
+            failure.append(exc)
+            raise
+
+    def scan(*_: Any) -> Iterator[pl.DataFrame]:
+        return guarded()
+
+    scored = register_io_source(scan, schema=pl.Schema(schema))
+    try:
+        with atomic_path(output, suffix=output.suffix) as tmp:
+            if kind == "csv":
+                scored.sink_csv(tmp)
+            else:
+                # Snappy: pandas' and Spark's default codec, readable everywhere, fast to write.
+                scored.sink_parquet(tmp, compression="snappy")
+    except Exception as exc:
+        if failure:
+            raise failure[0] from None
+        if isinstance(exc, Error):
+            raise
+        if isinstance(exc, OSError):
+            raise DataFileError(f"{output}: cannot write: {exc.strerror or exc}") from None
+        raise DataFileError(f"{source}: cannot read: {str(exc).strip().splitlines()[0]}") from None
     return done

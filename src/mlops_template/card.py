@@ -6,21 +6,44 @@ and serving; it carries the feature schema, so the server never needs `dataset.t
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ModelIntegrityError, ModelNotFoundError
-from .schema import ColumnSpec, Task, describe_validation_error
+from .schema import ColumnSpec, LinearModel, ModelSpec, Task, describe_validation_error
 
-__all__ = ["CARD_FILE", "MISSING_CATEGORY", "MODEL_FILE", "DatasetInfo", "ModelCard", "load_card"]
+__all__ = [
+    "CARD_FILE",
+    "CARD_VERSION",
+    "MODEL_FILE",
+    "DatasetInfo",
+    "ModelCard",
+    "input_names",
+    "load_card",
+]
 
 MODEL_FILE = "model.onnx"
 CARD_FILE = "model.json"
-# How the ONNX graph's inputs encode a missing value: NaN for numbers (the graph imputes it),
-# the empty string for categories (its own one-hot level).
-MISSING_CATEGORY = ""
+CARD_VERSION = 2
+_SAFE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def input_names(features: Sequence[ColumnSpec]) -> dict[str, str]:
+    """The ONNX graph's input name for each feature: the user's name where it is a plain
+    identifier, otherwise a safe spelling of it with the feature's position (`temp max` ->
+    `temp_max_1`), so that any column name a CSV can hold works end to end."""
+    names: dict[str, str] = {}
+    for position, spec in enumerate(features):
+        name = spec.name
+        if not _SAFE.fullmatch(name) or name in names.values():
+            slug = re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:48] or "feature"
+            name = f"{'f_' if slug[0].isdigit() else ''}{slug}_{position}"
+        names[spec.name] = name
+    return names
 
 
 class _Frozen(BaseModel):
@@ -39,15 +62,19 @@ class DatasetInfo(_Frozen):
 class ModelCard(_Frozen):
     """Everything a consumer of the ONNX file needs to know about it."""
 
-    card_version: int = 1
+    card_version: int = CARD_VERSION
     name: str
     version: str = Field(description="The first 12 hex digits of the ONNX file's sha256")
     task: Task
     estimator: str
+    model: ModelSpec = LinearModel()
     target: ColumnSpec
     features: tuple[ColumnSpec, ...]
+    inputs: dict[str, str] = Field(
+        description="Each feature's input name in the ONNX graph (safe names for any header)"
+    )
     classes: tuple[str, ...] | None = None
-    example: dict[str, float | str | None] = Field(
+    example: dict[str, int | float | str | None] = Field(
         default_factory=dict,
         description="A real row of features, for documentation and smoke tests",
     )
@@ -58,6 +85,16 @@ class ModelCard(_Frozen):
     onnx_opset: int
     library_versions: dict[str, str]
     created_at: datetime
+
+    @model_validator(mode="after")
+    def _check_inputs(self) -> ModelCard:
+        if self.card_version != CARD_VERSION:
+            raise ValueError(
+                f"card version {self.card_version}, but this code reads version {CARD_VERSION}"
+            )
+        if list(self.inputs) != list(self.feature_names):
+            raise ValueError("`inputs` must name every feature, in order")
+        return self
 
     @property
     def feature_names(self) -> tuple[str, ...]:

@@ -47,7 +47,22 @@ ModelOption = Annotated[
 
 def _settings(**overrides: Any) -> Settings:
     """Settings from the environment, with the CLI's explicit options on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    from pydantic import ValidationError
+
+    from .errors import ConfigError
+    from .schema import describe_validation_error
+
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        lines = "; ".join(
+            f"{ENV_PREFIX}{line.split(':', 1)[0].upper()}:{line.split(':', 1)[1]}"
+            for line in describe_validation_error(exc)
+        )
+        raise ConfigError(
+            f"bad setting: {lines}",
+            hint=f"fix the {ENV_PREFIX}* environment variable (or .env entry) named above",
+        ) from None
 
 
 def _table(title: str, rows: dict[str, Any]) -> Table:
@@ -170,10 +185,12 @@ def serve(
 @app.command()
 def info(model_dir: ModelOption = None) -> None:
     """Show the trained model's card: features, classes, metrics, provenance."""
+    from ._fs import current_version
     from .card import CARD_FILE, load_card
 
     settings = _settings(model_dir=model_dir)
-    card = load_card(settings.model_dir / CARD_FILE)
+    path = current_version(settings.model_dir) / CARD_FILE
+    card = load_card(path)
     rows: dict[str, Any] = {
         "name": card.name,
         "version": card.version,
@@ -185,7 +202,7 @@ def info(model_dir: ModelOption = None) -> None:
         "created": card.created_at.isoformat(),
         **card.metrics,
     }
-    console.print(_table(f"model card ({settings.model_dir / CARD_FILE})", rows))
+    console.print(_table(f"model card ({path})", rows))
     features = Table(
         "feature", "type", "nullable", "allowed", title="features", title_justify="left"
     )
@@ -203,19 +220,10 @@ def info(model_dir: ModelOption = None) -> None:
 
 def main() -> None:
     """Run the CLI, turning a `UserError` into one `error:` line plus its hint."""
-    from pydantic import ValidationError
-
     try:
         app()
     except UserError as exc:
         errors.print(f"[bold red]error:[/] {escape(str(exc))}")
         if exc.hint:
             errors.print(f"[dim]hint:[/] {escape(exc.hint)}")
-        sys.exit(1)
-    except ValidationError as exc:  # a setting from the environment or .env
-        from .schema import describe_validation_error
-
-        for line in describe_validation_error(exc):
-            errors.print(f"[bold red]error:[/] setting {escape(line)}")
-        errors.print(f"[dim]hint:[/] check the {ENV_PREFIX}* environment variables and .env")
         sys.exit(1)

@@ -1,33 +1,39 @@
 """Data preparation with Polars: scan, check against the dataset schema, split, write.
 
-Every check runs in one lazy query over the raw file, so a 10-million-row CSV is parsed once;
-every problem found is reported at once, naming the file, the column, what was expected, what
-was found and the lines (CSV) or rows (Parquet) where it was found.
+The checks are the data contract's (`contract.py`), run over arrays that one lazy query reads
+from the raw file, so a 10-million-row CSV is parsed once; every problem found, in the header
+and in the rows, is reported at once, naming the file, the column (the user's own name), what
+was expected, what was found and the lines (CSV) or rows (Parquet) where it was found.
 """
 
 from __future__ import annotations
 
-import contextlib
+import csv
+import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._fs import atomic_path, sha256_file
-from .card import MISSING_CATEGORY
+from . import contract
+from ._fs import current_version, publish, sha256_file
+from .contract import MISSING_CATEGORY
 from .errors import DataFileError, DataSchemaError, Issue
 from .schema import ColumnSpec, DatasetSchema
 
 __all__ = [
+    "MANIFEST_FILE",
+    "TEST_FILE",
+    "TRAIN_FILE",
     "PrepareManifest",
     "TableReader",
-    "flag_names",
+    "load_prepared",
     "prepare_dataset",
     "read_dataset",
+    "schema_fingerprint",
     "split_rows",
     "to_model_inputs",
 ]
@@ -35,8 +41,8 @@ __all__ = [
 TRAIN_FILE = "train.parquet"
 TEST_FILE = "test.parquet"
 MANIFEST_FILE = "manifest.json"
-_FLAG = "__issue_{}"
 _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+_PREFIX = "\x1f{}"  # the contract's arrays, in names no schema column can have
 
 
 class PrepareManifest(BaseModel):
@@ -47,6 +53,7 @@ class PrepareManifest(BaseModel):
     dataset: str
     source: str
     source_sha256: str
+    schema_sha256: str
     rows_in: int
     rows_dropped_missing_target: int
     rows_train: int
@@ -56,14 +63,14 @@ class PrepareManifest(BaseModel):
     columns: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Check:
-    column: str
-    message: str
+def schema_fingerprint(schema: DatasetSchema) -> str:
+    """The sha256 of what the prepared data depends on in the schema (not the model's settings)."""
+    fields = schema.model_dump(mode="json", exclude={"source", "model"})
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 class TableReader:
-    """Reads a CSV or Parquet file lazily and turns raw columns into typed, checked ones."""
+    """Reads a CSV or Parquet file lazily; names the file, its lines and its values in errors."""
 
     def __init__(self, path: Path, *, null_values: Sequence[str] = ("", "NA")) -> None:
         self.path = path
@@ -73,15 +80,29 @@ class TableReader:
                 f"{path}: unsupported file type {path.suffix or '(none)'!r}",
                 hint="use a .csv (comma-separated, with a header) or .parquet file",
             )
-        if not path.is_file():
+        if path.is_dir():
+            raise DataFileError(f"{path}: is a folder, not a data file", hint="name the file")
+        if not path.exists():
             raise DataFileError(
                 f"{path}: file not found", hint="check the path, or run `make prepare`"
             )
+        try:
+            with path.open("rb") as handle:
+                head = handle.read(1 << 16)
+        except OSError as exc:
+            raise DataFileError(
+                f"{path}: cannot read: {exc.strerror or exc}",
+                hint="check the file's permissions",
+            ) from None
         self.null_values = list(null_values)
-        self.line_numbers, self._rows = (
-            _check_csv_structure(path) if self.kind == "csv" else (False, None)
-        )
+        if self.kind == "csv":
+            self.header = _csv_header(path, head)
+            self.line_numbers, self._rows = _check_csv_structure(path)
+        else:
+            self.line_numbers, self._rows = False, None
         self.schema = self._raw_schema()
+        if self.kind != "csv":
+            self.header = list(self.schema.names())
 
     @property
     def row_label(self) -> str:
@@ -98,14 +119,17 @@ class TableReader:
             return self._rows
         return int(self.scan().select(pl.len()).collect().item())
 
-    def scan(self) -> pl.LazyFrame:
-        """The file as a lazy frame of raw columns (all strings for a CSV)."""
+    def scan(self, *, infer: Sequence[str] = ()) -> pl.LazyFrame:
+        """The file as a lazy frame: a CSV's columns as text, but those in `infer` typed."""
         if self.kind == "csv":
+            if not infer:
+                return pl.scan_csv(self.path, infer_schema=False, null_values=self.null_values)
+            strings = {name: pl.String for name in self.header if name not in infer}
             return pl.scan_csv(
                 self.path,
-                infer_schema=False,
+                infer_schema_length=None,
+                schema_overrides=strings,
                 null_values=self.null_values,
-                raise_if_empty=True,
             )
         return pl.scan_parquet(self.path)
 
@@ -119,14 +143,22 @@ class TableReader:
                 f"{self.path}: cannot read as {self.kind}: {_first_line(exc)}"
             ) from None
 
-    def header_issues(self, required: Sequence[str], allowed: Sequence[str] | None) -> list[Issue]:
-        """Columns the schema needs but the file lacks, and (if `allowed`) undeclared ones."""
+    def header_issues(
+        self, specs: Sequence[ColumnSpec], allowed: Sequence[str] | None
+    ) -> list[Issue]:
+        """Columns the schema needs but the file lacks or holds with an unusable type, and (if
+        `allowed`) columns the schema does not declare."""
         found = list(self.schema.names())
-        issues = [
-            Issue(name, f"missing from the file (found columns: {', '.join(found)})")
-            for name in required
-            if name not in found
-        ]
+        issues = []
+        for spec in specs:
+            if spec.name not in found:
+                shown = ", ".join(found[:30]) + (" ..." if len(found) > 30 else "")
+                issues.append(Issue(spec.name, f"missing from the file (found columns: {shown})"))
+            elif not contract.castable(self.schema[spec.name], spec):
+                expected = "a category label" if spec.type == "category" else "a number"
+                issues.append(
+                    Issue(spec.name, f"expected {expected}, found {self.schema[spec.name]}")
+                )
         if allowed is not None:
             issues += [
                 Issue(
@@ -137,137 +169,118 @@ class TableReader:
             ]
         return issues
 
-    def typed(
-        self, frame: pl.LazyFrame, specs: Sequence[ColumnSpec], *, target: str | None = None
-    ) -> tuple[pl.LazyFrame, list[_Check]]:
-        """Add checked, typed versions of `specs` columns and one boolean flag per check.
+    def checkable(self, specs: Sequence[ColumnSpec]) -> list[ColumnSpec]:
+        """The specs whose columns are in the file with a usable type."""
+        return [
+            s for s in specs if s.name in self.schema and contract.castable(self.schema[s.name], s)
+        ]
 
-        A null target is not flagged: rows without a target are dropped, and counted, later.
+    def contract_exprs(self, specs: Sequence[ColumnSpec]) -> list[pl.Expr]:
+        """The data contract's arrays for `specs`, as expressions over the raw columns."""
+        return [
+            expr
+            for i, spec in enumerate(specs)
+            for expr in contract.polars_exprs(spec, self.schema[spec.name], _PREFIX.format(i))
+        ]
+
+    def check(
+        self,
+        frame: pl.DataFrame,
+        specs: Sequence[ColumnSpec],
+        *,
+        first_row: int = 0,
+        allow_null: Sequence[str] = (),
+        more_issues: Sequence[Issue] = (),
+    ) -> list[contract.Column]:
+        """Run the data contract on a frame of `contract_exprs` arrays; raise on any problem.
+
+        `first_row` is the file row of the frame's first row, for a frame that is one chunk.
         """
-        checks: list[_Check] = []
-        exprs: list[pl.Expr] = []
-        flags: list[pl.Expr] = []
-        dtype_issues: list[Issue] = []
-
-        def flag(spec: ColumnSpec, condition: pl.Expr, message: str) -> None:
-            flags.append(condition.fill_null(value=False).alias(_FLAG.format(len(checks))))
-            checks.append(_Check(spec.name, message))
-
-        for spec in specs:
-            raw = pl.col(spec.name)
-            dtype = self.schema[spec.name]
-            if not _castable(dtype, spec):
-                dtype_issues.append(Issue(spec.name, f"expected {_expected(spec)}, found {dtype}"))
-                continue
-            if not spec.nullable and spec.name != target:
-                flag(spec, raw.is_null(), "missing value, but the schema says nullable = false")
-            if spec.type == "category":
-                value = raw.cast(pl.String)
-                allowed = ", ".join(spec.categories or ())
-                noun = "label" if spec.name == target else "category"
-                flag(
-                    spec,
-                    ~value.is_in(list(spec.categories or ())),
-                    f"unknown {noun}; expected one of: {allowed}",
-                )
-                exprs.append(value.alias(spec.name))
-                continue
-            number = raw.cast(pl.Float64, strict=False)
-            flag(spec, raw.is_not_null() & number.is_null(), f"expected {_expected(spec)}")
-            flag(
-                spec,
-                ~number.is_finite(),
-                "not a finite number (NaN or infinity); write missing values as empty or NA",
+        columns = [
+            contract.read_polars(spec, frame, _PREFIX.format(i)) for i, spec in enumerate(specs)
+        ]
+        faults = contract.check(columns, allow_null=allow_null)
+        issues = list(more_issues)
+        if faults:
+            found = self._found(faults, first_row)
+            issues += contract.issues(
+                faults,
+                lambda column, rows: found.get(column, {}).get("rows", ""),
+                row_label=self.row_label,
+                row_number=lambda i: self.row_number(i + first_row),
             )
-            if spec.type == "integer":
-                flag(
-                    spec, number.is_finite() & (number != number.floor()), "expected a whole number"
-                )
-            if spec.min is not None:
-                flag(
-                    spec,
-                    number.is_finite() & (number < spec.min),
-                    f"below the minimum {spec.min:g}",
-                )
-            if spec.max is not None:
-                flag(
-                    spec,
-                    number.is_finite() & (number > spec.max),
-                    f"above the maximum {spec.max:g}",
-                )
-            dtype_out = pl.Int64 if spec.type == "integer" else pl.Float64
-            exprs.append(
-                pl.when(number.is_finite())
-                .then(number)
-                .otherwise(None)
-                .cast(dtype_out)
-                .alias(spec.name)
-            )
-        if dtype_issues:
-            raise DataSchemaError(str(self.path), dtype_issues)
-        return frame.with_columns(*flags).with_columns(*exprs), checks
-
-    def raise_on_flags(
-        self, frame: pl.DataFrame, checks: Sequence[_Check], *, row_index: str | None = None
-    ) -> pl.DataFrame:
-        """Raise one `DataSchemaError` naming every failed check; else drop the flag columns.
-
-        `row_index` names a column holding each row's 0-based position in the file, for a
-        frame that is one chunk of it.
-        """
-        names = flag_names(checks)
-        counts = frame.select(pl.col(names).sum()).row(0) if names else ()
-        issues = []
-        for name, check, count in zip(names, checks, counts, strict=True):
-            if not count:
-                continue
-            index = frame.get_column(name).arg_true().head(5)
-            if row_index is not None:
-                index = frame.get_column(row_index).gather(index)
-            rows = [self.row_number(i) for i in index]
-            found = self._raw_values(check.column, index.to_list())
-            message = f"{check.message}; found {found}"
-            issues.append(Issue(check.column, message, rows, self.row_label, count))
         if issues:
             raise DataSchemaError(str(self.path), issues)
-        return frame.drop(names)
+        return columns
 
-    def _raw_values(self, column: str, index: Sequence[int]) -> str:
+    def _found(self, faults: Sequence[contract.Fault], first_row: int) -> dict[str, dict[str, str]]:
+        """The raw text of the rows named in `faults`, read again from the file (errors only)."""
+        wanted = sorted({first_row + r for f in faults for r in f.rows})
+        names = sorted({f.column for f in faults})
         values = (
             self.scan()
             .with_row_index("__row")
-            .filter(pl.col("__row").is_in(list(index)))
-            .select(pl.col(column).cast(pl.String))
+            .filter(pl.col("__row").is_in(wanted))
+            .select("__row", *(pl.col(n).cast(pl.String) for n in names))
             .collect()
-            .get_column(column)
         )
-        shown = dict.fromkeys("missing" if v is None else repr(v[:40]) for v in values)
-        return ", ".join(list(shown)[:3])
-
-
-def flag_names(checks: Sequence[_Check]) -> list[str]:
-    """The names of the flag columns that `TableReader.typed` adds for `checks`."""
-    return [_FLAG.format(i) for i in range(len(checks))]
-
-
-def _castable(dtype: pl.DataType, spec: ColumnSpec) -> bool:
-    if dtype == pl.String or dtype == pl.Null:
-        return True
-    if spec.type == "category":
-        return (
-            isinstance(dtype, pl.Categorical | pl.Enum) or dtype.is_integer() or dtype == pl.Boolean
-        )
-    return dtype.is_numeric() or dtype == pl.Boolean
-
-
-def _expected(spec: ColumnSpec) -> str:
-    return {"float": "a number", "integer": "a whole number", "category": "a category label"}[
-        spec.type
-    ]
+        index = {row: i for i, row in enumerate(values.get_column("__row").to_list())}
+        shown: dict[str, dict[str, str]] = {}
+        for fault in faults:
+            column = values.get_column(fault.column).to_list()
+            texts = dict.fromkeys(
+                "missing"
+                if column[index[first_row + r]] is None
+                else repr(column[index[first_row + r]][:40])
+                for r in fault.rows
+                if first_row + r in index
+            )
+            shown.setdefault(fault.column, {})["rows"] = ", ".join(list(texts)[:3])
+        return shown
 
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _csv_header(path: Path, head: bytes) -> list[str]:
+    """The header's column names exactly as written; duplicates and bad bytes are refused."""
+    text = head.removeprefix(b"\xef\xbb\xbf")
+    if not text.strip():
+        raise DataFileError(f"{path}: the file is empty; expected a header row")
+    line = text.split(b"\n", 1)[0].rstrip(b"\r")
+    try:
+        decoded = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFileError(
+            f"{path}: line 1 is not UTF-8 text (byte {line[exc.start]:#04x} at column "
+            f"{exc.start + 1})",
+            hint="save the file as UTF-8 (most editors and spreadsheets offer it)",
+        ) from None
+    names = next(csv.reader([decoded]), [])
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        shown = ", ".join(f"'{n}' (columns {_positions(names, n)})" for n in duplicates)
+        raise DataFileError(
+            f"{path}: the header names a column more than once: {shown}",
+            hint="give every column its own name in the file's first line",
+        )
+    return names
+
+
+def _positions(names: Sequence[str], name: str) -> str:
+    return ", ".join(str(i + 1) for i, n in enumerate(names) if n == name)
+
+
+def _bad_utf8_line(path: Path) -> str | None:
+    """The first line of `path` that is not UTF-8, as `line N`: read only on the error path."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                return f"line {number} is not UTF-8 text (byte {line[exc.start]:#04x})"
+    return None
 
 
 def _check_csv_structure(path: Path) -> tuple[bool, int | None]:
@@ -286,8 +299,6 @@ def _check_csv_structure(path: Path) -> tuple[bool, int | None]:
         infer_schema=False,
         raise_if_empty=False,
     )
-    if path.stat().st_size == 0:
-        raise DataFileError(f"{path}: the file is empty; expected a header row")
     line = pl.col("line")
     try:
         stats = (
@@ -299,6 +310,12 @@ def _check_csv_structure(path: Path) -> tuple[bool, int | None]:
             .collect()
         )
     except pl.exceptions.PolarsError as exc:
+        where = _bad_utf8_line(path)
+        if where:
+            raise DataFileError(
+                f"{path}: {where}",
+                hint="save the file as UTF-8 (most editors and spreadsheets offer it)",
+            ) from None
         raise DataFileError(f"{path}: cannot parse: {_first_line(exc)}") from None
     if stats.get_column("odd_quotes").any():
         return False, None
@@ -318,25 +335,27 @@ def _check_csv_structure(path: Path) -> tuple[bool, int | None]:
 
 
 def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFrame:
-    """Read the dataset, check every row against the schema, return typed target and features."""
+    """Read the dataset, check every row against the schema, return typed target and features.
+
+    Problems in the header and in the rows are reported together, in one error.
+    """
     reader = TableReader(source or schema.source, null_values=schema.null_values)
-    issues = reader.header_issues(
-        [schema.target.name, *schema.feature_names], allowed=schema.columns
-    )
-    if issues:
-        raise DataSchemaError(str(reader.path), issues)
     specs = [schema.target, *schema.features]
-    frame, checks = reader.typed(reader.scan(), specs, target=schema.target.name)
-    columns = [s.name for s in specs] + flag_names(checks)
+    header = reader.header_issues(specs, allowed=schema.columns)
+    present = reader.checkable(specs)
     try:
-        collected = frame.select(columns).collect()
+        arrays = reader.scan().select(reader.contract_exprs(present)).collect()
     except pl.exceptions.PolarsError as exc:
-        raise DataFileError(f"{reader.path}: cannot parse: {_first_line(exc)}") from None
-    if collected.height == 0:
+        where = _bad_utf8_line(reader.path) if reader.kind == "csv" else None
+        raise DataFileError(
+            f"{reader.path}: {where or 'cannot parse: ' + _first_line(exc)}"
+        ) from None
+    columns = reader.check(arrays, present, allow_null=[schema.target.name], more_issues=header)
+    if arrays.height == 0:
         raise DataFileError(
             f"{reader.path}: no data rows, only a header", hint="add rows of data to the file"
         )
-    return reader.raise_on_flags(collected, checks)
+    return pl.DataFrame([contract.typed_output(c.spec, c) for c in columns])
 
 
 def split_rows(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -366,8 +385,8 @@ def split_rows(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataFrame
 def prepare_dataset(schema: DatasetSchema, out_dir: Path) -> PrepareManifest:
     """Check, clean and split the dataset; write train/test Parquet files and a manifest.
 
-    Nothing is written unless every check passes, and each output replaces its previous
-    version atomically, so a failed run leaves earlier outputs as they were.
+    Nothing is written unless every check passes; the three files are published together in
+    one atomic step (`out_dir/current`), so a failed or killed run leaves the previous set.
     """
     frame = read_dataset(schema)
     rows_in = frame.height
@@ -381,6 +400,7 @@ def prepare_dataset(schema: DatasetSchema, out_dir: Path) -> PrepareManifest:
         dataset=schema.name,
         source=schema.source.as_posix(),
         source_sha256=sha256_file(schema.source),
+        schema_sha256=schema_fingerprint(schema),
         rows_in=rows_in,
         rows_dropped_missing_target=rows_in - frame.height,
         rows_train=train.height,
@@ -389,17 +409,67 @@ def prepare_dataset(schema: DatasetSchema, out_dir: Path) -> PrepareManifest:
         seed=schema.split.seed,
         columns=tuple(frame.columns),
     )
-    # All three files are written to temporaries first and renamed only once all succeeded.
-    with contextlib.ExitStack() as stack:
-        for name, part in ((TRAIN_FILE, train), (TEST_FILE, test)):
-            part.write_parquet(stack.enter_context(atomic_path(out_dir / name)), statistics=False)
+
+    def write(folder: Path) -> None:
+        train.write_parquet(folder / TRAIN_FILE, statistics=False)
+        test.write_parquet(folder / TEST_FILE, statistics=False)
         text = json.dumps(manifest.model_dump(), indent=2) + "\n"
-        stack.enter_context(atomic_path(out_dir / MANIFEST_FILE)).write_text(text, encoding="utf-8")
+        (folder / MANIFEST_FILE).write_text(text, encoding="utf-8")
+
+    try:
+        publish(out_dir, write)
+    except OSError as exc:
+        raise DataFileError(
+            f"{out_dir}: cannot write the prepared data: {exc.strerror or exc}",
+            hint="check that the folder is writable, or set PROCESSED_DIR elsewhere",
+        ) from None
     return manifest
 
 
-def to_model_inputs(frame: pl.DataFrame, features: Sequence[ColumnSpec]) -> dict[str, np.ndarray]:
-    """The ONNX graph's inputs for checked, typed feature columns: one [n, 1] array each.
+def load_prepared(
+    processed_dir: Path, schema: DatasetSchema | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame, PrepareManifest]:
+    """The current train and test splits and their manifest, read from one published set.
+
+    With `schema`, refuse a set prepared from another schema or another version of the data.
+    """
+    folder = current_version(processed_dir)
+    paths = [folder / name for name in (TRAIN_FILE, TEST_FILE, MANIFEST_FILE)]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataFileError(
+            f"{missing[0]}: prepared data not found", hint="run `make prepare` first"
+        )
+    try:
+        manifest = PrepareManifest.model_validate_json(paths[2].read_text(encoding="utf-8"))
+    except (ValidationError, OSError, UnicodeDecodeError):
+        raise DataFileError(
+            f"{paths[2]}: not a valid manifest (damaged, or written by an older version)",
+            hint="run `make prepare` to prepare the data again",
+        ) from None
+    if schema is not None:
+        stale = manifest.schema_sha256 != schema_fingerprint(schema)
+        if not stale and schema.source.is_file():
+            stale = manifest.source_sha256 != sha256_file(schema.source)
+        if stale:
+            raise DataFileError(
+                f"{processed_dir}: the prepared data is from another version of the dataset "
+                f"({manifest.dataset}, {manifest.source}) than dataset.toml describes now",
+                hint="run `make prepare` first",
+            )
+    try:
+        return pl.read_parquet(paths[0]), pl.read_parquet(paths[1]), manifest
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataFileError(
+            f"{folder}: cannot read the prepared data: {_first_line(exc)}",
+            hint="run `make prepare` to prepare the data again",
+        ) from None
+
+
+def to_model_inputs(
+    frame: pl.DataFrame, features: Sequence[ColumnSpec], names: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """The ONNX graph's inputs (keyed by `names[feature]`) for checked, typed feature columns.
 
     Missing numbers become NaN (the graph imputes them), missing categories `MISSING_CATEGORY`.
     """
@@ -413,5 +483,5 @@ def to_model_inputs(frame: pl.DataFrame, features: Sequence[ColumnSpec]) -> dict
             array = np.array(levels, dtype=object)[codes.to_numpy()]
         else:
             array = column.cast(pl.Float32).fill_null(float("nan")).to_numpy()
-        inputs[spec.name] = array.reshape(-1, 1)
+        inputs[names[spec.name]] = array.reshape(-1, 1)
     return inputs

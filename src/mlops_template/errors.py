@@ -1,18 +1,21 @@
 """Every error this package raises on purpose, in one tree.
 
 ```
-MlopsTemplateError                 base of every error raised on purpose
-└── UserError                      something the user can fix; `hint` says how
-    ├── ConfigError                a settings value or the dataset schema file is wrong
-    ├── DataFileError              a data file is missing, unreadable, empty or ragged
-    ├── DataSchemaError            a data file's columns or values break the dataset schema
-    ├── ModelNotFoundError         no trained model where one was expected
-    ├── ModelIntegrityError        the ONNX file does not match its model card
-    └── InputValidationError       inference inputs break the model's feature schema
+Error                              base of every error raised on purpose
+├── UserError                      something the user can fix; `hint` says how
+│   ├── ConfigError                a settings value or the dataset schema file is wrong
+│   ├── DataFileError              a data file is missing, unreadable, empty or ragged
+│   ├── DataSchemaError            a data file's columns or values break the dataset schema
+│   ├── ModelNotFoundError         no trained model where one was expected
+│   ├── ModelIntegrityError        the ONNX file does not match its model card
+│   └── InputValidationError       inference inputs break the model's feature schema
+├── ModelOutputError               the model gave an answer its card does not allow (a bug)
+└── ApiError                       an HTTP answer other than 200: status, detail, headers
 ```
 
-The CLI prints a `UserError` as one `error:` line plus its hint and exits 1; the server maps
-them to 4xx responses. Anything else is a bug and keeps its traceback.
+The CLI prints a `UserError` as one `error:` line plus its hint and exits 1; the server answers
+an `ApiError` as it says, an `InputValidationError` as 422 and a `ModelOutputError` as 500.
+Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,23 +24,25 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "ApiError",
     "ConfigError",
     "DataFileError",
     "DataSchemaError",
+    "Error",
     "InputValidationError",
     "Issue",
-    "MlopsTemplateError",
     "ModelIntegrityError",
     "ModelNotFoundError",
+    "ModelOutputError",
     "UserError",
 ]
 
 
-class MlopsTemplateError(Exception):
+class Error(Exception):
     """Base of every error raised on purpose."""
 
 
-class UserError(MlopsTemplateError):
+class UserError(Error):
     """Something the user can fix; `hint` says how."""
 
     hint: str = ""
@@ -114,3 +119,19 @@ class ModelIntegrityError(UserError, ValueError):
     """The ONNX file does not match its model card (truncated, tampered or mismatched)."""
 
     hint = "retrain with `make train` so the model and its card are written together"
+
+
+class ModelOutputError(Error):
+    """The model gave an answer its card does not allow (NaN, an unknown label): a model bug."""
+
+
+class ApiError(Error):
+    """An HTTP answer other than 200: a status, one line per problem, optional headers."""
+
+    def __init__(
+        self, status: int, detail: Sequence[str], headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__("; ".join(detail))
+        self.status = status
+        self.detail = list(detail)
+        self.headers = headers

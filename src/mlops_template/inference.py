@@ -16,27 +16,22 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from ._fs import sha256_file
-from .card import CARD_FILE, MISSING_CATEGORY, MODEL_FILE, ModelCard, load_card
+from . import contract
+from ._fs import current_version, sha256_file
+from .card import CARD_FILE, MODEL_FILE, ModelCard, load_card
 from .errors import (
     InputValidationError,
     Issue,
-    MlopsTemplateError,
     ModelIntegrityError,
     ModelNotFoundError,
+    ModelOutputError,
 )
-from .schema import ColumnSpec
 
 __all__ = ["ModelOutputError", "OnnxModel", "Prediction"]
 
 Feed = dict[str, npt.NDArray[Any]]
 _ONNX_TYPES = {"float": "tensor(float)", "integer": "tensor(float)", "category": "tensor(string)"}
-_ROWS_SHOWN = 5
 _SMALL = 256
-
-
-class ModelOutputError(MlopsTemplateError):
-    """The model produced something that is not a valid prediction (e.g. NaN); a model bug."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +55,7 @@ class OnnxModel:
         self.path = path
         self._session = session
         self._outputs = [o.name for o in session.get_outputs()]
+        self._classes = frozenset(card.classes or ())
         self._check_signature()
 
     @classmethod
@@ -70,6 +66,7 @@ class OnnxModel:
             model_dir: folder holding the two files that training writes.
             threads: onnxruntime intra-op threads; one per serving worker is fastest.
         """
+        model_dir = current_version(model_dir)  # both files from one published set
         path = model_dir / MODEL_FILE
         card = load_card(model_dir / CARD_FILE)
         if not path.is_file():
@@ -88,43 +85,64 @@ class OnnxModel:
             session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise ModelIntegrityError(f"{path}: onnxruntime cannot load it: {exc}") from None
-        return cls(session, card, path)
+        model = cls(session, card, path)
+        try:
+            model.check_outputs()
+        except ModelOutputError as exc:
+            raise ModelIntegrityError(
+                f"{path}: the model's outputs break its card: {exc}"
+            ) from None
+        return model
 
     def _check_signature(self) -> None:
         found = {i.name: i.type for i in self._session.get_inputs()}
-        expected = {f.name: _ONNX_TYPES[f.type] for f in self.card.features}
+        expected = {self.card.inputs[f.name]: _ONNX_TYPES[f.type] for f in self.card.features}
         if found != expected:
             raise ModelIntegrityError(
                 f"{self.path}: the model's inputs {found} differ from the card's {expected}"
             )
+        outputs = {o.name: o.type for o in self._session.get_outputs()}
+        wanted = 1 if self.card.task == "regression" else 2
+        if len(outputs) != wanted:
+            raise ModelIntegrityError(
+                f"{self.path}: the model has {len(outputs)} outputs ({', '.join(outputs)}); "
+                f"a {self.card.task} model of this project has {wanted}"
+            )
 
-    def encode(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Feed:
-        """Turn checked columns (None for a missing value) into the ONNX graph's inputs."""
-        feed: Feed = {}
-        for spec in self.card.features:
-            values = columns[spec.name]
-            if spec.type == "category":
-                array = np.array(
-                    [MISSING_CATEGORY if v is None else v for v in values], dtype=object
-                )
-            else:
-                array = np.asarray(values, dtype=np.float32)  # None becomes NaN: imputed
-            feed[spec.name] = array.reshape(-1, 1)
-        return feed
+    def check_outputs(self) -> None:
+        """Predict the card's example and make sure the answer is one the card allows.
 
-    def check(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Feed:
-        """Check columns against the card's features and encode them; raise on any problem.
+        A model whose labels or probability width differ from its card is refused here, at
+        load, instead of answering 500 to every request later.
+        """
+        example = self.card.example
+        columns = {
+            f.name: [example.get(f.name) if f.name in example else None] for f in self.card.features
+        }
+        self.run(self.encode_raw(columns))
 
-        Every problem is reported at once, by column and 0-based row index: a missing or extra
-        column, a length mismatch, a missing value where the card forbids one, a non-number,
-        NaN or infinity, a number out of range, an unknown category.
+    def encode_raw(self, columns: Mapping[str, Sequence[Any]]) -> Feed:
+        """Values taken as they are (no checks; missing where None): for smoke tests."""
+        read = [contract.read_values(spec, list(columns[spec.name])) for spec in self.card.features]
+        return self.feed(read)
+
+    def feed(self, columns: Sequence[contract.Column]) -> Feed:
+        """Checked contract columns (in the card's feature order) as the ONNX graph's inputs."""
+        inputs = self.card.inputs
+        return {inputs[c.spec.name]: contract.encode(c) for c in columns}
+
+    def read(self, columns: Mapping[str, Sequence[Any]], *, row_label: str = "row") -> Feed:
+        """Check JSON-like columns (None for a missing value) against the card; encode them.
+
+        Every problem is reported at once, by column and 0-based row: a missing or extra
+        column, a length mismatch, and whatever the data contract finds.
         """
         names = self.card.feature_names
         issues = [
             Issue(n, "missing; the model needs this feature") for n in names if n not in columns
         ]
         issues += [
-            Issue(n, f"not a model feature (features: {', '.join(names)})")
+            Issue(n[:60], f"not a model feature (features: {', '.join(names)})")
             for n in columns
             if n not in names
         ]
@@ -133,23 +151,49 @@ class OnnxModel:
             issues.append(Issue("*", f"columns have different lengths: {sorted(lengths)}"))
         if not issues and lengths == {0}:
             issues.append(Issue("*", "no rows to predict"))
-        if not issues:
-            for spec in self.card.features:
-                issues += _check_column(spec, columns[spec.name])
         if issues:
             raise InputValidationError("inputs", issues)
-        return self.encode(columns)
+        read = [contract.read_values(spec, list(columns[spec.name])) for spec in self.card.features]
+        faults = contract.check(read)
+        if faults:
+            found = {spec.name: columns[spec.name] for spec in self.card.features}
+            raise InputValidationError(
+                "inputs",
+                contract.issues(
+                    faults,
+                    lambda name, rows: contract.describe_values(found[name], rows),
+                    row_label=row_label,
+                ),
+            )
+        return self.feed(read)
+
+    def check(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Feed:
+        """Check columns against the card's features and encode them; raise on any problem."""
+        return self.read({k: list(v) for k, v in columns.items()})
 
     def run(self, feed: Feed) -> Prediction:
-        """Run the model on encoded inputs (from `encode` or `check`)."""
+        """Run the model on encoded inputs (from `check` or `feed`); check what comes out."""
         outputs = self._session.run(self._outputs, feed)
         if self.card.task == "regression":
             values = np.asarray(outputs[0], dtype=np.float32).reshape(-1)
             _require_finite(values)
             return Prediction(values=values)
-        labels, probabilities = outputs[0], np.asarray(outputs[1], dtype=np.float32)
+        labels = np.asarray(outputs[0], dtype=object).reshape(-1)
+        probabilities = np.asarray(outputs[1], dtype=np.float32)
+        classes = self.card.classes or ()
+        if probabilities.ndim != 2 or probabilities.shape[1] != len(classes):
+            raise ModelOutputError(
+                f"the model gives {probabilities.shape[-1]} probabilities per row; "
+                f"its card lists {len(classes)} classes"
+            )
+        known = self._classes
+        if not all(map(known.__contains__, labels.tolist())):
+            unknown = sorted({str(x) for x in labels.tolist()} - known)[:3]
+            raise ModelOutputError(
+                f"the model predicted labels its card does not list: {', '.join(unknown)}"
+            )
         _require_finite(probabilities)
-        return Prediction(labels=np.asarray(labels, dtype=object), probabilities=probabilities)
+        return Prediction(labels=labels, probabilities=probabilities)
 
     def predict(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Prediction:
         """Check, encode and predict a batch given as columns keyed by feature name."""
@@ -164,34 +208,3 @@ def _require_finite(array: npt.NDArray[np.float32]) -> None:
         finite = bool(np.isfinite(array).all())
     if not finite:
         raise ModelOutputError("the model produced a non-finite output (NaN or infinity)")
-
-
-def _check_column(spec: ColumnSpec, values: Sequence[Any] | npt.NDArray[Any]) -> list[Issue]:
-    problems: dict[str, list[int]] = {}
-
-    def add(message: str, row: int) -> None:
-        problems.setdefault(message, []).append(row)
-
-    for row, value in enumerate(values):
-        if value is None:
-            if not spec.nullable:
-                add("missing value, but the feature is not nullable", row)
-        elif spec.type == "category":
-            if not isinstance(value, str):
-                add(f"expected a category label (string), got {type(value).__name__}", row)
-            elif value not in (spec.categories or ()):
-                add(f"unknown category; expected one of: {', '.join(spec.categories or ())}", row)
-        elif isinstance(value, bool) or not isinstance(value, int | float | np.number):
-            add(f"expected a number, got {type(value).__name__}", row)
-        elif not math.isfinite(value):
-            add("not a finite number", row)
-        elif spec.type == "integer" and value != math.floor(value):
-            add("expected a whole number", row)
-        elif spec.min is not None and value < spec.min:
-            add(f"below the minimum {spec.min:g}", row)
-        elif spec.max is not None and value > spec.max:
-            add(f"above the maximum {spec.max:g}", row)
-    return [
-        Issue(spec.name, message, rows[:_ROWS_SHOWN], "row", len(rows))
-        for message, rows in problems.items()
-    ]

@@ -9,19 +9,60 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from .errors import ConfigError
 from .settings import ENV_PREFIX
 
-__all__ = ["ColumnSpec", "DatasetSchema", "SplitSpec", "describe_validation_error", "load_schema"]
+__all__ = [
+    "ColumnSpec",
+    "DatasetSchema",
+    "ModelSpec",
+    "SplitSpec",
+    "canonical_number",
+    "describe_validation_error",
+    "load_schema",
+]
 
 ColumnType = Literal["float", "integer", "category"]
 Task = Literal["classification", "regression"]
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def canonical_number(value: float) -> str:
+    """The one spelling of a number used as a category: `1`, `1.0` and `"1"` all give `"1"`."""
+    number = float(value)
+    if number.is_integer() and abs(number) < 2**53:
+        return str(int(number))
+    return repr(number)
+
+
+def _canonical_categories(value: Any) -> Any:
+    """Numbers in a `categories` list become their canonical strings (`[1, 2]` -> `["1", "2"]`)."""
+    if not isinstance(value, list | tuple):
+        return value
+    out = []
+    for item in value:
+        if isinstance(item, bool):
+            raise ValueError("categories are labels or numbers, not true/false")
+        if isinstance(item, int | float):
+            if not math.isfinite(item):
+                raise ValueError("a numeric category must be a finite number")
+            out.append(canonical_number(item))
+        else:
+            out.append(item)
+    return out
 
 
 class _Frozen(BaseModel):
@@ -34,7 +75,7 @@ class ColumnSpec(_Frozen):
     name: Name
     type: ColumnType
     nullable: bool = False
-    categories: tuple[Name, ...] | None = None
+    categories: Annotated[tuple[Name, ...] | None, BeforeValidator(_canonical_categories)] = None
     min: float | None = None
     max: float | None = None
     description: str = ""
@@ -59,12 +100,61 @@ class ColumnSpec(_Frozen):
         """Whether values are numbers (float or integer)."""
         return self.type != "category"
 
+    @property
+    def number_like(self) -> bool:
+        """Whether every category is a number, so that `1`, `1.0` and `"1"` all name category 1."""
+        try:
+            return bool(self.categories) and all(
+                canonical_number(float(c)) == c for c in self.categories or ()
+            )
+        except ValueError:
+            return False
+
 
 class SplitSpec(_Frozen):
     """How rows are split into training and held-out test sets."""
 
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     seed: int = Field(default=42, ge=0)
+
+
+ClassWeight = Literal["balanced"] | None
+
+
+class LinearModel(_Frozen):
+    """Logistic regression (classification) or ridge regression, on scaled inputs."""
+
+    type: Literal["linear"] = "linear"
+    C: float = Field(1.0, gt=0, description="Inverse regularisation strength (classification)")
+    alpha: float = Field(1.0, ge=0, description="Regularisation strength (regression)")
+    class_weight: ClassWeight = None
+
+
+class RandomForestModel(_Frozen):
+    """A random forest of decision trees."""
+
+    type: Literal["random_forest"]
+    n_estimators: int = Field(200, ge=1, le=2000)
+    max_depth: int | None = Field(None, ge=1)
+    min_samples_leaf: int = Field(1, ge=1)
+    class_weight: ClassWeight = None
+
+
+class HistGradientBoostingModel(_Frozen):
+    """Histogram gradient boosting (scikit-learn's LightGBM-like booster)."""
+
+    type: Literal["hist_gradient_boosting"]
+    max_iter: int = Field(200, ge=1, le=5000)
+    learning_rate: float = Field(0.1, gt=0, le=1)
+    max_depth: int | None = Field(None, ge=1)
+    max_leaf_nodes: int = Field(31, ge=2)
+    class_weight: ClassWeight = None
+
+
+_MODEL_TYPES = ("linear", "random_forest", "hist_gradient_boosting")
+ModelSpec = Annotated[
+    LinearModel | RandomForestModel | HistGradientBoostingModel, Field(discriminator="type")
+]
 
 
 class DatasetSchema(_Frozen):
@@ -77,6 +167,7 @@ class DatasetSchema(_Frozen):
     ignore: tuple[Name, ...] = ()
     null_values: tuple[str, ...] = ("", "NA")
     split: SplitSpec = SplitSpec()
+    model: ModelSpec = LinearModel()
 
     @model_validator(mode="after")
     def _check_names(self) -> Self:
@@ -88,6 +179,8 @@ class DatasetSchema(_Frozen):
             )
         if self.target.nullable:
             raise ValueError("the target cannot be nullable: rows without a target are dropped")
+        if self.model.class_weight is not None and self.task != "classification":
+            raise ValueError("model.class_weight applies to classification, not regression")
         return self
 
     @property
@@ -106,17 +199,23 @@ class DatasetSchema(_Frozen):
         return tuple(f.name for f in self.features)
 
 
-def describe_validation_error(error: ValidationError) -> list[str]:
+def describe_validation_error(
+    error: ValidationError, rename: Callable[[tuple[Any, ...]], tuple[Any, ...]] | None = None
+) -> list[str]:
     """One `field: message (got value)` line per pydantic error, never a raw dump.
 
-    Locations read like code (`records[3].bill_length_mm`). A value is echoed only when it is
-    short and harmless: never a non-finite number, a container, or more than 40 characters.
+    Locations read like code (`features.magnesium.type`); `rename` may rewrite a location first
+    (e.g. a list index into the name the user wrote). An error of the whole object has no
+    location. A value is echoed only when it is short and harmless: never a non-finite number,
+    a container, or more than 40 characters.
     """
     lines = []
     for item in error.errors(include_url=False, include_context=False):
-        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
-        where = where.lstrip(".") or "(body)"
-        lines.append(f"{where}: {item['msg']}{_echo(item.get('input'), item['type'])}")
+        loc = rename(tuple(item["loc"])) if rename else tuple(item["loc"])
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        echo = _echo(item.get("input"), item["type"])
+        lines.append(f"{where}: {message}{echo}" if where else f"{message}{echo}")
     return lines
 
 
@@ -144,16 +243,39 @@ def load_schema(path: Path) -> DatasetSchema:
         raise ConfigError(f"{path}: not a readable TOML file: {exc}") from None
     data: dict[str, Any] = dict(raw)
     features = data.get("features")
+    names: list[str] = []
     if isinstance(features, dict):
+        names = list(features)
         data["features"] = [
             {"name": name, **spec} if isinstance(spec, dict) else spec
             for name, spec in features.items()
         ]
+
+    def rename(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+        # `features[4].type` names the table the user wrote: `features.magnesium.type`.
+        if (
+            len(loc) >= 2
+            and loc[0] == "features"
+            and isinstance(loc[1], int)
+            and loc[1] < len(names)
+        ):
+            return ("features", _toml_key(names[loc[1]]), *loc[2:])
+        if len(loc) >= 2 and loc[0] == "model" and loc[1] in _MODEL_TYPES:
+            return ("model", *loc[2:])  # the union's tag is not a key the user wrote
+        return loc
+
     try:
         schema = DatasetSchema.model_validate(data)
     except ValidationError as exc:
-        lines = "\n  - ".join(describe_validation_error(exc))
+        lines = "\n  - ".join(describe_validation_error(exc, rename))
         raise ConfigError(f"{path}: invalid dataset schema\n  - {lines}") from None
     if not schema.source.is_absolute():
         schema = schema.model_copy(update={"source": path.parent / schema.source})
     return schema
+
+
+def _toml_key(name: str) -> str:
+    """A key as TOML would need it written: bare when it can be, quoted otherwise."""
+    if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
+        return name
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'

@@ -3,11 +3,14 @@
 The whole feature pipeline (imputation, one-hot encoding, scaling) is part of the exported
 graph, so the ONNX file takes the raw feature columns and serving never re-implements a
 transform. This is the only module that imports scikit-learn and skl2onnx.
+
+Training is reproducible across processes: the same data, schema and seed give the same ONNX
+file, byte for byte (BLAS and OpenMP run on one thread while fitting, so that sums are always
+added in the same order).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import platform
@@ -20,23 +23,32 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
 
-from ._fs import atomic_path
-from .card import CARD_FILE, MISSING_CATEGORY, MODEL_FILE, DatasetInfo, ModelCard
-from .data import MANIFEST_FILE, TEST_FILE, TRAIN_FILE, PrepareManifest, to_model_inputs
+from ._fs import atomic_path, publish
+from .card import CARD_FILE, MODEL_FILE, DatasetInfo, ModelCard, input_names
+from .contract import MISSING_CATEGORY
+from .data import load_prepared, to_model_inputs
 from .errors import DataFileError
 from .inference import OnnxModel
-from .schema import DatasetSchema
+from .schema import DatasetSchema, LinearModel, RandomForestModel
 
 __all__ = [
     "TARGET_OPSET",
     "build_pipeline",
     "evaluate_model",
     "export_onnx",
+    "fit",
     "score",
     "train_model",
 ]
@@ -46,26 +58,58 @@ TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 _LIBRARIES = ("numpy", "onnx", "onnxruntime", "polars", "scikit-learn", "skl2onnx")
 
 
+def _estimator(schema: DatasetSchema) -> Any:
+    spec, seed = schema.model, schema.split.seed
+    classify = schema.task == "classification"
+    if isinstance(spec, LinearModel):
+        if classify:
+            return LogisticRegression(
+                C=spec.C, class_weight=spec.class_weight, max_iter=5000, random_state=seed
+            )
+        return Ridge(alpha=spec.alpha)
+    common: dict[str, Any] = {"max_depth": spec.max_depth, "random_state": seed}
+    if classify:
+        common["class_weight"] = spec.class_weight
+    if isinstance(spec, RandomForestModel):
+        forest = RandomForestClassifier if classify else RandomForestRegressor
+        return forest(
+            n_estimators=spec.n_estimators, min_samples_leaf=spec.min_samples_leaf, **common
+        )
+    booster = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+    return booster(
+        max_iter=spec.max_iter,
+        learning_rate=spec.learning_rate,
+        max_leaf_nodes=spec.max_leaf_nodes,
+        early_stopping=False,  # a validation split drawn at random would cost reproducibility
+        **common,
+    )
+
+
 def build_pipeline(schema: DatasetSchema) -> Pipeline:
-    """The model: preprocessing for each feature type, then a linear estimator."""
-    numeric = [f.name for f in schema.features if f.is_numeric]
+    """The model: preprocessing for each feature type, then the estimator `[model]` chooses.
+
+    Columns are named by the ONNX graph's input names (`card.input_names`), so any header works.
+    Trees get no scaling: they do not need it, and unscaled inputs keep the exported graph's
+    decisions identical to scikit-learn's.
+    """
+    names = input_names(schema.features)
+    numeric = [names[f.name] for f in schema.features if f.is_numeric]
     categorical = [f for f in schema.features if not f.is_numeric]
     transformers: list[tuple[str, Any, list[str]]] = []
     if numeric:
-        steps = [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
+        if isinstance(schema.model, LinearModel):
+            steps.append(("scale", StandardScaler()))
         transformers.append(("numeric", Pipeline(steps), numeric))
     if categorical:
         # Declared categories (plus the missing level) fix the one-hot layout, so it does not
         # depend on which categories the training split happens to contain.
         levels = [[*(f.categories or ()), MISSING_CATEGORY] for f in categorical]
-        encoder = OneHotEncoder(categories=levels, handle_unknown="ignore")
-        transformers.append(("categorical", encoder, [f.name for f in categorical]))
-    estimator: Any
-    if schema.task == "classification":
-        estimator = LogisticRegression(max_iter=2000, random_state=schema.split.seed)
-    else:
-        estimator = Ridge(alpha=1.0)
-    return Pipeline([("preprocess", ColumnTransformer(transformers)), ("model", estimator)])
+        encoder = OneHotEncoder(categories=levels, handle_unknown="ignore", sparse_output=False)
+        transformers.append(("categorical", encoder, [names[f.name] for f in categorical]))
+    return Pipeline(
+        [("preprocess", ColumnTransformer(transformers)), ("model", _estimator(schema))]
+    )
 
 
 def _frame(inputs: dict[str, npt.NDArray[Any]]) -> pl.DataFrame:
@@ -73,13 +117,41 @@ def _frame(inputs: dict[str, npt.NDArray[Any]]) -> pl.DataFrame:
     return pl.DataFrame({name: array.reshape(-1) for name, array in inputs.items()})
 
 
+def _integer_missing_flags() -> None:
+    """Make skl2onnx write trees whose float32 thresholds decide as scikit-learn's do.
+
+    Two fixes to skl2onnx 1.20's tree writer: a histogram booster's `missing_go_to_left` (a
+    bool) goes into an ONNX integer attribute, which protobuf refuses; and a float64 threshold
+    rounded to float32 can send a value equal to the rounded threshold the other way, so every
+    threshold is moved to the float32 switch point that gives scikit-learn's decision
+    (skl2onnx's own `adjust_threshold_for_sklearn`, which it leaves off by default).
+    """
+    from skl2onnx.common import tree_ensemble
+
+    original = tree_ensemble.add_node
+    if getattr(original, "_integer_flags", False):
+        return
+
+    def add_node(*args: Any, nodes_missing_value_tracks_true: Any = 0, **kwargs: Any) -> Any:
+        flag = int(nodes_missing_value_tracks_true)
+        if "adjust_threshold_for_sklearn" in kwargs:
+            kwargs["adjust_threshold_for_sklearn"] = True
+        return original(*args, nodes_missing_value_tracks_true=flag, **kwargs)
+
+    add_node._integer_flags = True  # type: ignore[attr-defined]
+    tree_ensemble.add_node = add_node
+
+
 def export_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     """The fitted pipeline as ONNX bytes: one [n, 1] input per raw feature, no ZipMap."""
     from skl2onnx import convert_sklearn
+
+    _integer_missing_flags()
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
+    names = input_names(schema.features)
     types = [
-        (f.name, FloatTensorType([None, 1]) if f.is_numeric else StringTensorType([None, 1]))
+        (names[f.name], FloatTensorType([None, 1]) if f.is_numeric else StringTensorType([None, 1]))
         for f in schema.features
     ]
     options = (
@@ -111,30 +183,24 @@ def score(task: str, truth: npt.NDArray[Any], predicted: npt.NDArray[Any]) -> di
     }
 
 
-def _read_prepared(processed_dir: Path) -> tuple[pl.DataFrame, pl.DataFrame, PrepareManifest]:
-    paths = [processed_dir / name for name in (TRAIN_FILE, TEST_FILE, MANIFEST_FILE)]
-    missing = [p for p in paths if not p.is_file()]
-    if missing:
-        raise DataFileError(
-            f"{missing[0]}: prepared data not found",
-            hint="run `make prepare` first",
-        )
-    manifest = PrepareManifest.model_validate_json(paths[2].read_text(encoding="utf-8"))
-    return pl.read_parquet(paths[0]), pl.read_parquet(paths[1]), manifest
+def fit(schema: DatasetSchema, train: pl.DataFrame) -> Pipeline:
+    """Fit the pipeline on one thread of BLAS and OpenMP, so that every run gives the same model."""
+    pipeline = build_pipeline(schema)
+    inputs = to_model_inputs(train, schema.features, input_names(schema.features))
+    with threadpool_limits(limits=1):
+        pipeline.fit(_frame(inputs), train.get_column(schema.target.name).to_numpy())
+    return pipeline
 
 
 def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> ModelCard:
     """Fit on the training split, export to ONNX, score the ONNX model on the test split.
 
-    `model.onnx` and `model.json` are written together, atomically: a failure leaves the
-    previous pair in place.
+    `model.onnx` and `model.json` are published together in one atomic step
+    (`model_dir/current`): a failed or killed run leaves the previous pair in place.
     """
-    train, test, manifest = _read_prepared(processed_dir)
+    train, test, manifest = load_prepared(processed_dir, schema)
     target = schema.target.name
-    pipeline = build_pipeline(schema)
-    pipeline.fit(
-        _frame(to_model_inputs(train, schema.features)), train.get_column(target).to_numpy()
-    )
+    pipeline = fit(schema, train)
     onnx_bytes = export_onnx(pipeline, schema)
 
     digest = hashlib.sha256(onnx_bytes).hexdigest()
@@ -144,8 +210,10 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
         version=digest[:12],
         task=schema.task,
         estimator=type(pipeline.steps[-1][1]).__name__,
+        model=schema.model,
         target=schema.target,
         features=schema.features,
+        inputs=input_names(schema.features),
         classes=classes,
         null_values=schema.null_values,
         example=_example(test.select(schema.feature_names)),
@@ -162,22 +230,33 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
         | {name: metadata.version(name) for name in _LIBRARIES},
         created_at=datetime.now(UTC).replace(microsecond=0),
     )
-    with contextlib.ExitStack() as stack:
-        model_tmp = stack.enter_context(atomic_path(model_dir / MODEL_FILE))
-        model_tmp.write_bytes(onnx_bytes)
+
+    def write(folder: Path) -> None:
+        nonlocal card
+        (folder / MODEL_FILE).write_bytes(onnx_bytes)
         # The held-out metrics are those of the exported artefact, the thing that is served.
-        model = OnnxModel(_session(model_tmp), card, model_tmp)
+        model = OnnxModel(_session(folder / MODEL_FILE), card, folder / MODEL_FILE)
         card = card.model_copy(update={"metrics": _evaluate(model, test, target)[0]})
-        card_tmp = stack.enter_context(atomic_path(model_dir / CARD_FILE))
-        card_tmp.write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    try:
+        publish(model_dir, write)
+    except OSError as exc:
+        raise DataFileError(
+            f"{model_dir}: cannot write the model: {exc.strerror or exc}",
+            hint="check that the folder is writable, or set MODEL_DIR elsewhere",
+        ) from None
     return card
 
 
-def _example(features: pl.DataFrame) -> dict[str, float | str | None]:
-    """The first complete row of the test split: a realistic request for docs and smoke tests."""
+def _example(features: pl.DataFrame) -> dict[str, float | int | str | None]:
+    """The first complete row of the test split: a realistic request for docs and smoke tests.
+
+    Values keep their type (an integer feature's example is an integer), so the example is a
+    valid request as it stands.
+    """
     complete = features.drop_nulls()
-    row = (complete if complete.height else features).row(0, named=True)
-    return {k: float(v) if isinstance(v, int | float) else v for k, v in row.items()}
+    return dict((complete if complete.height else features).row(0, named=True))
 
 
 def _session(path: Path) -> Any:
@@ -189,7 +268,7 @@ def _session(path: Path) -> Any:
 def _evaluate(
     model: OnnxModel, test: pl.DataFrame, target: str
 ) -> tuple[dict[str, float], npt.NDArray[Any], npt.NDArray[Any]]:
-    prediction = model.run(to_model_inputs(test, model.card.features))
+    prediction = model.run(to_model_inputs(test, model.card.features, model.card.inputs))
     predicted = prediction.labels if prediction.labels is not None else prediction.values
     assert predicted is not None
     truth = test.get_column(target).to_numpy()
@@ -209,8 +288,15 @@ def evaluate_model(processed_dir: Path, model_dir: Path) -> tuple[dict[str, floa
     from sklearn.metrics import ConfusionMatrixDisplay
 
     model = OnnxModel.load(model_dir)
-    _, test, _ = _read_prepared(processed_dir)
+    _, test, manifest = load_prepared(processed_dir)
+    if manifest.source_sha256 != model.card.dataset.source_sha256:
+        raise DataFileError(
+            f"{processed_dir}: the prepared data ({manifest.dataset}) is not the data the model "
+            f"in {model_dir} was trained on",
+            hint="run `make train` to train on the prepared data, then evaluate",
+        )
     metrics, truth, predicted = _evaluate(model, test, model.card.target.name)
+    model_dir = model.path.parent
     figure, axes = plt.subplots(figsize=(6, 5), dpi=100)
     if model.card.task == "classification":
         ConfusionMatrixDisplay.from_predictions(

@@ -61,7 +61,7 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
             timeout=600,
         )
         assert train.returncode == 0, train.stdout + train.stderr
-        card = json.loads((path / "models" / "model.json").read_text())
+        card = json.loads((path / "models" / "current" / "model.json").read_text())
         assert card["task"] == COMBINATIONS[name].get("task", "classification")
         port = free_port()
         env = {**environment(), f"END_TO_END_{i}_PORT": str(port)}

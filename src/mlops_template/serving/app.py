@@ -20,28 +20,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
 from .. import __version__
+from .._fs import current_version
 from ..card import CARD_FILE, load_card
-from ..errors import ModelIntegrityError
-from ..inference import ModelOutputError, OnnxModel
+from ..errors import ApiError, ModelIntegrityError, ModelOutputError
+from ..inference import OnnxModel
 from ..settings import Settings
 from .batching import InFlight, MicroBatcher
 from .metrics import ServingMetrics
 from .middleware import ServingMiddleware
 from .routes import health, predict, v2
 from .schemas import ErrorResponse, InferRequest, PredictSchemas
-from .service import ApiError, JSONBytesResponse, ModelService, error_body
+from .service import JSONBytesResponse, ModelService, error_body
 
 __all__ = ["create_app", "create_app_from_env"]
 
 log = logging.getLogger(__name__.rsplit(".", 1)[0])
-
-
-def _smoke_columns(service: ModelService) -> dict[str, list[Any]]:
-    example = service.card.example
-    return {
-        f.name: [example.get(f.name) if f.name in example else (f.categories or [f.min or 0.0])[0]]
-        for f in service.card.features
-    }
 
 
 def _lifespan(settings: Settings, service: ModelService) -> Any:
@@ -52,7 +45,7 @@ def _lifespan(settings: Settings, service: ModelService) -> Any:
             raise ModelIntegrityError(
                 f"{model.path}: the model changed while the server was starting"
             )
-        model.predict(_smoke_columns(service))  # a model that cannot predict never becomes ready
+        model.check_outputs()  # a model that cannot predict never becomes ready
         service.model = model
         service.batcher = MicroBatcher(
             model,
@@ -149,7 +142,7 @@ class ModelServer(FastAPI):
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application for the model in `settings.model_dir`."""
     settings = settings or Settings()
-    card = load_card(settings.model_dir / CARD_FILE)
+    card = load_card(current_version(settings.model_dir) / CARD_FILE)
     schemas = PredictSchemas(card, max_rows=settings.max_batch_rows)
     metrics = ServingMetrics(card)
     inflight = InFlight()

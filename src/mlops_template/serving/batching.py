@@ -1,6 +1,6 @@
 """Dynamic batching: concurrent requests share one model call, with no added delay.
 
-A request's checked columns join a queue, and a flush is scheduled for the end of the event
+A request's checked, encoded inputs join a queue, and a flush is scheduled for the end of the event
 loop's current iteration; every request whose body was parsed in that iteration rides along.
 Under load that turns many onnxruntime calls of one row into few calls of many rows (each call
 costs tens of microseconds before the first row).
@@ -18,11 +18,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from ..inference import ModelOutputError, OnnxModel, Prediction
+import numpy as np
 
-__all__ = ["Columns", "InFlight", "MicroBatcher"]
+from ..errors import ModelOutputError
+from ..inference import Feed, OnnxModel, Prediction
 
-Columns = dict[str, list[Any]]
+__all__ = ["InFlight", "MicroBatcher"]
 _SOLO = 1.5  # below this many requests per flush, traffic counts as one client at a time
 _PROBE_EVERY = 16
 _LARGE = 64  # a request this large gains nothing from company: a call's fixed cost is paid
@@ -52,25 +53,22 @@ class MicroBatcher:
         self._on_call = on_call or (lambda: None)
         self._max_rows = max_rows
         self._enabled = enabled
-        self._pending: list[tuple[Columns, int, asyncio.Future[Prediction]]] = []
+        self._pending: list[tuple[Feed, int, asyncio.Future[Prediction]]] = []
         self._scheduled = False
         self._per_flush = 1.0  # moving average of requests carried by a flush
         self._since_probe = 0
 
-    async def predict(self, columns: Columns, rows: int) -> Prediction:
-        """Predict `rows` rows of checked columns, maybe in one model call with other requests'.
-
-        Columns are merged as lists and encoded once per call, not once per request.
-        """
+    async def predict(self, feed: Feed, rows: int) -> Prediction:
+        """Predict `rows` rows of checked inputs, maybe in one model call with other requests'."""
         solo = self._per_flush < _SOLO and self._since_probe < _PROBE_EVERY and not self._pending
         if not self._enabled or solo or rows >= _LARGE:
             self._since_probe += 1
             self._on_call()
-            return self._model.run(self._model.encode(columns))
+            return self._model.run(feed)
         self._since_probe = 0
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Prediction] = loop.create_future()
-        self._pending.append((columns, rows, future))
+        self._pending.append((feed, rows, future))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -80,7 +78,7 @@ class MicroBatcher:
         self._scheduled = False
         pending, self._pending = self._pending, []
         self._per_flush = 0.8 * self._per_flush + 0.2 * len(pending)
-        group: list[tuple[Columns, int, asyncio.Future[Prediction]]] = []
+        group: list[tuple[Feed, int, asyncio.Future[Prediction]]] = []
         size = 0
         for item in pending:
             if group and size + item[1] > self._max_rows:
@@ -91,17 +89,17 @@ class MicroBatcher:
         if group:
             self._run(group)
 
-    def _run(self, group: list[tuple[Columns, int, asyncio.Future[Prediction]]]) -> None:
+    def _run(self, group: list[tuple[Feed, int, asyncio.Future[Prediction]]]) -> None:
         live = [item for item in group if not item[2].done()]  # a client may have gone
         if not live:
             return
         if len(live) == 1:
-            columns = live[0][0]
+            feed = live[0][0]
         else:
-            columns = {name: [v for item in live for v in item[0][name]] for name in live[0][0]}
+            feed = {name: np.concatenate([item[0][name] for item in live]) for name in live[0][0]}
         try:
             self._on_call()
-            prediction = self._model.run(self._model.encode(columns))
+            prediction = self._model.run(feed)
         except ModelOutputError:
             if len(live) > 1:  # find whose rows it was, and fail only that request
                 for item in live:

@@ -20,10 +20,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..inference import ModelOutputError
+from ..errors import ApiError, ModelOutputError
 from .batching import InFlight
 from .metrics import ServingMetrics
-from .service import ApiError, error_body
+from .service import error_body
 
 __all__ = ["FastRoute", "ServingMiddleware"]
 

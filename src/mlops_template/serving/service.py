@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from pydantic import TypeAdapter, ValidationError
 
 from ..card import ModelCard
+from ..errors import ApiError
 from ..inference import OnnxModel
 from ..schema import describe_validation_error
 from .batching import InFlight, MicroBatcher
@@ -48,18 +49,6 @@ class ModelService:
     def feature_names(self) -> tuple[str, ...]:
         """The model's inputs, in order."""
         return self.card.feature_names
-
-
-class ApiError(Exception):
-    """An error answered as JSON: a status, one line per problem, optional headers."""
-
-    def __init__(
-        self, status: int, detail: list[str], headers: dict[str, str] | None = None
-    ) -> None:
-        super().__init__("; ".join(detail))
-        self.status = status
-        self.detail = detail
-        self.headers = headers
 
 
 class JSONBytesResponse(Response):

@@ -2,26 +2,99 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from operator import itemgetter
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Request
 
+from ...card import ModelCard
+from ...errors import ApiError, InputValidationError
 from ...inference import Prediction
 from ..schemas import PredictSchemas
 from ..service import (
-    ApiError,
     JSONBytesResponse,
     ModelService,
     check_json_content_type,
     dumps,
     error_responses,
     get_service,
-    parse_json,
 )
 
-__all__ = ["PATH", "build_router", "predict_json", "render"]
+__all__ = ["PATH", "build_router", "predict_json", "read_records", "render"]
 
 PATH = "/predict"
+_LINES = 20  # most problem lines in one answer
+_NAME = 60  # longest field name echoed back
+
+
+def _shown(name: str) -> str:
+    return repr(name if len(name) <= _NAME else name[: _NAME - 3] + "...")
+
+
+def _duplicate_keys(body: bytes) -> list[str]:
+    """Keys given twice in one object anywhere in the body (JSON parsers keep the last)."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        counts = Counter(key for key, _ in items)
+        found.extend(key for key, count in counts.items() if count > 1)
+        return dict(items)
+
+    json.loads(body, object_pairs_hook=pairs)
+    return found
+
+
+def read_records(body: bytes, card: ModelCard, max_rows: int) -> dict[str, list[Any]]:
+    """The `/predict` body as one list of values per feature; 400 or 422 for a bad envelope.
+
+    Only the envelope is checked here (an object with `records`, a list of 1 to `max_rows`
+    objects, each with exactly the card's features, no key twice); the values are the data
+    contract's to check, a whole column at a time.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, [f"body is not valid JSON: {str(exc)[:120]}"]) from None
+    if type(data) is not dict or "records" not in data:
+        raise ApiError(422, ["body: expected an object with a `records` list"])
+    if len(data) > 1:
+        extra = sorted(k for k in data if k != "records")[:_LINES]
+        raise ApiError(422, [f"body: unknown field {_shown(k)}" for k in extra])
+    records = data["records"]
+    if type(records) is not list or not records:
+        raise ApiError(422, ["records: expected a list of at least one record"])
+    if len(records) > max_rows:
+        raise ApiError(
+            422, [f"records: {len(records)} records, more than this server's limit of {max_rows}"]
+        )
+    if set(map(type, records)) != {dict}:
+        index = next(i for i, r in enumerate(records) if type(r) is not dict)
+        raise ApiError(422, [f"records[{index}]: expected an object of features"])
+    names = card.feature_names
+    # Each colon outside a string is one key: as many colons as parsed keys means none was
+    # given twice (colons inside strings only add to the count, so they cannot hide one).
+    if body.count(b":") != 1 + sum(map(len, records)):
+        twice = _duplicate_keys(body)
+        if twice:
+            raise ApiError(400, [f"body: key {_shown(k)} is given twice" for k in twice[:_LINES]])
+    # Every record with as many keys as there are features, and every feature in each: then
+    # each has exactly the features. Both run in C, not in a Python loop per record.
+    if set(map(len, records)) == {len(names)}:
+        try:
+            return {name: list(map(itemgetter(name), records)) for name in names}
+        except KeyError:
+            pass
+    wanted = frozenset(names)
+    lines: list[str] = []
+    for i, record in enumerate(records):
+        lines += [f"records[{i}]: missing feature {_shown(n)}" for n in names if n not in record]
+        lines += [f"records[{i}]: unknown field {_shown(k)}" for k in record if k not in wanted]
+        if len(lines) >= _LINES:
+            break
+    raise ApiError(422, lines[:_LINES])
 
 
 def render(service: ModelService, prediction: Prediction) -> dict[str, Any]:
@@ -52,9 +125,13 @@ async def predict_json(service: ModelService, content_type: str, body: bytes) ->
     if not service.ready or service.model is None or service.batcher is None:
         raise ApiError(503, ["model not ready"], {"Retry-After": "1"})
     check_json_content_type(content_type)
-    records = parse_json(service.schemas.adapter, body).records
-    columns = {name: [record[name] for record in records] for name in service.feature_names}
-    prediction = await service.batcher.predict(columns, len(records))
+    columns = read_records(body, service.card, service.schemas.max_rows)
+    try:
+        feed = service.model.read(columns, row_label="record")
+    except InputValidationError as exc:
+        raise ApiError(422, [str(issue) for issue in exc.issues[:_LINES]]) from None
+    rows = len(columns[service.feature_names[0]])
+    prediction = await service.batcher.predict(feed, rows)
     service.metrics.predicted(prediction)
     return dumps(render(service, prediction))
 

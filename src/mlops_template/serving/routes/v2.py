@@ -10,10 +10,9 @@ from pydantic import TypeAdapter
 
 from ... import __version__
 from ...card import ModelCard
-from ...errors import InputValidationError
+from ...errors import ApiError, InputValidationError
 from ..schemas import InferRequest, InferResponse, ModelMetadata, ServerMetadata, TensorMetadata
 from ..service import (
-    ApiError,
     JSONBytesResponse,
     ModelService,
     ServiceDep,
@@ -209,10 +208,10 @@ async def infer(
     assert service.model is not None
     assert service.batcher is not None
     try:
-        service.model.check(columns)
+        feed = service.model.read(columns)
     except InputValidationError as exc:
-        raise ApiError(422, [str(issue) for issue in exc.issues]) from None
-    prediction = await service.batcher.predict(columns, rows)
+        raise ApiError(422, [str(issue) for issue in exc.issues[:20]]) from None
+    prediction = await service.batcher.predict(feed, rows)
     service.metrics.predicted(prediction)
     wanted = {o.name for o in parsed.outputs or ()}
     known = {o.name for o in _outputs(card)}

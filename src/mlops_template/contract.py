@@ -1,0 +1,359 @@
+"""The data contract: one checker, derived from the column specs, for every way rows come in.
+
+`prepare` and batch `predict` read files with Polars, `/predict` reads JSON records, the Open
+Inference Protocol reads tensors; each *reads* its input into the same few arrays per column
+(`Column`), and `check` applies the one set of rules to them, a whole column at a time (numpy,
+never a Python loop per row): missing where not allowed, not a number, not finite, not whole,
+out of range, unknown category. The same fault gets the same message whatever the source,
+naming the user's own column; only the way rows are numbered (file lines, rows, records)
+belongs to the source.
+
+Number-like categories (`categories = [1, 2]`) match any spelling of the number: `1`, `1.0` and
+`"1"` all name category `"1"`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from .errors import Issue
+from .schema import ColumnSpec
+
+__all__ = [
+    "MISSING_CATEGORY",
+    "NULL",
+    "UNKNOWN",
+    "Column",
+    "Fault",
+    "castable",
+    "check",
+    "describe_values",
+    "encode",
+    "issues",
+    "polars_exprs",
+    "read_polars",
+    "read_values",
+    "typed_output",
+]
+
+# How the ONNX graph's inputs encode a missing value: NaN for numbers (the graph imputes it),
+# the empty string for categories (its own one-hot level).
+MISSING_CATEGORY = ""
+NULL = -1  # category code of a missing value
+UNKNOWN = -2  # category code of a value that is not one of the categories
+_SHOWN = 5  # rows named per fault
+_LISTED = 20  # categories listed in a message
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column read from any source into arrays, ready for `check`.
+
+    Numbers: `numbers` (float64; NaN where missing or unreadable). Categories: `codes` (int32;
+    the index in `spec.categories`, `NULL` or `UNKNOWN`). `null` marks missing values and
+    `unreadable` values of the wrong kind (text in a number column, a number or true/false in
+    a category column); either may be None when no row has one.
+    """
+
+    spec: ColumnSpec
+    numbers: npt.NDArray[np.float64] | None = None
+    codes: npt.NDArray[np.int32] | None = None
+    null: npt.NDArray[np.bool_] | None = None
+    unreadable: npt.NDArray[np.bool_] | None = None
+
+    def __len__(self) -> int:
+        array = self.numbers if self.numbers is not None else self.codes
+        assert array is not None
+        return len(array)
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """One rule broken in one column: where (0-based rows, the first few) and how often.
+
+    `show_found` says whether the offending values are worth showing (a missing value or an
+    infinity is not).
+    """
+
+    column: str
+    message: str
+    rows: tuple[int, ...]
+    count: int
+    show_found: bool = True
+
+
+def _expected(spec: ColumnSpec) -> str:
+    return {"float": "a number", "integer": "a whole number", "category": "a category label"}[
+        spec.type
+    ]
+
+
+def _listing(values: Sequence[str]) -> str:
+    shown = ", ".join(values[:_LISTED])
+    return shown + (f" and {len(values) - _LISTED} more" if len(values) > _LISTED else "")
+
+
+def check(columns: Iterable[Column], *, allow_null: Iterable[str] = ()) -> list[Fault]:
+    """Every rule each column breaks, in column order; an empty list when all rows are good.
+
+    `allow_null` names columns whose missing values are allowed whatever the spec says (the
+    target, whose missing rows `prepare` drops and counts).
+    """
+    lenient = set(allow_null)
+    faults: list[Fault] = []
+
+    def add(
+        spec: ColumnSpec, mask: npt.NDArray[np.bool_] | None, message: str, show: bool = True
+    ) -> None:
+        if mask is None:
+            return
+        count = int(np.count_nonzero(mask))
+        if count:
+            rows = tuple(np.flatnonzero(mask)[:_SHOWN].tolist())
+            faults.append(Fault(spec.name, message, rows, count, show))
+
+    for column in columns:
+        spec = column.spec
+        if not spec.nullable and spec.name not in lenient:
+            add(spec, column.null, "missing value, but the schema says nullable = false", False)
+        add(spec, column.unreadable, f"expected {_expected(spec)}")
+        if column.codes is not None:
+            noun = "label" if spec.name in lenient else "category"
+            expected = _listing(spec.categories or ())
+            unknown = column.codes == UNKNOWN
+            if column.unreadable is not None:
+                unknown &= ~column.unreadable
+            add(spec, unknown, f"unknown {noun}; expected one of: {expected}")
+            continue
+        numbers = column.numbers
+        assert numbers is not None
+        lower = -math.inf if spec.min is None else spec.min
+        upper = math.inf if spec.max is None else spec.max
+        with np.errstate(invalid="ignore"):
+            good = (numbers >= lower) & (numbers <= upper)
+            if spec.type == "integer":
+                good &= numbers == np.floor(numbers)
+        if bool(good.all()):
+            continue  # the common case: one comparison per row, nothing more
+        # Missing and unreadable values are NaN here; they are reported above, not again.
+        known = np.ones(len(numbers), dtype=bool)
+        for mask in (column.null, column.unreadable):
+            if mask is not None:
+                known &= ~mask
+        finite = np.isfinite(numbers)
+        add(spec, known & ~finite, "not a finite number")
+        if spec.type == "integer":
+            add(spec, finite & (numbers != np.floor(numbers)), "expected a whole number")
+        if spec.min is not None:
+            add(spec, finite & (numbers < spec.min), f"below the minimum {spec.min:g}")
+        if spec.max is not None:
+            add(spec, finite & (numbers > spec.max), f"above the maximum {spec.max:g}")
+    return faults
+
+
+def issues(
+    faults: Iterable[Fault],
+    found: Callable[[str, Sequence[int]], str] | None = None,
+    *,
+    row_label: str = "row",
+    row_number: Callable[[int], int] = lambda index: index,
+) -> list[Issue]:
+    """Faults as the `Issue`s a user reads: rows numbered the source's way, values shown.
+
+    `found(column, rows)` describes the offending values (e.g. `'4x', '12'`), where the source
+    can show them; a row index `i` is shown as `row_number(i)`.
+    """
+    out = []
+    for fault in faults:
+        message = fault.message
+        if found is not None and fault.show_found:
+            values = found(fault.column, fault.rows)
+            if values:
+                message += f"; found {values}"
+        rows = [row_number(i) for i in fault.rows]
+        out.append(Issue(fault.column, message, rows, row_label, fault.count))
+    return out
+
+
+def encode(column: Column) -> npt.NDArray[Any]:
+    """A checked column as the ONNX graph's input: [n, 1], float32 or strings."""
+    if column.codes is not None:
+        levels = np.array([*(column.spec.categories or ()), MISSING_CATEGORY], dtype=object)
+        return levels[column.codes].reshape(-1, 1)  # NULL (-1) picks the missing level
+    assert column.numbers is not None
+    return column.numbers.astype(np.float32).reshape(-1, 1)
+
+
+# --- Reading JSON values (the API) -----------------------------------------------------------
+
+_NUMBER_KINDS = frozenset({float, int})
+_NONE = type(None)
+
+
+def _lookup(spec: ColumnSpec) -> dict[Any, int]:
+    table: dict[Any, int] = {c: i for i, c in enumerate(spec.categories or ())}
+    if spec.number_like:
+        table.update({float(c): i for i, c in enumerate(spec.categories or ())})
+    table[None] = NULL
+    return table
+
+
+def read_values(spec: ColumnSpec, values: Sequence[Any]) -> Column:
+    """A column of JSON values (None where missing): numbers must be numbers, labels strings.
+
+    Strings are not numbers and true/false is neither; a number-like category also takes a
+    number, or any spelling of one.
+    """
+    kinds = set(map(type, values))
+    if spec.type == "category":
+        lookup = _lookup(spec)
+        allowed = {str, _NONE} | (_NUMBER_KINDS if spec.number_like else set())
+        if kinds <= allowed:
+            codes = np.fromiter(map(lookup.get, values, repeat(UNKNOWN)), np.int32, len(values))
+            unreadable = None
+            if spec.number_like and (codes == UNKNOWN).any():
+                codes, unreadable = _slow_codes(spec, values, lookup)
+        else:
+            codes, unreadable = _slow_codes(spec, values, lookup)
+        null = codes == NULL if _NONE in kinds else None
+        return Column(spec, codes=codes, null=null, unreadable=unreadable)
+    if kinds <= _NUMBER_KINDS | {_NONE}:
+        try:
+            numbers = np.array(values, dtype=np.float64)  # None becomes NaN
+        except OverflowError:  # an integer beyond any float
+            numbers = np.array([_as_float(v) for v in values], dtype=np.float64)
+        null = np.isnan(numbers) if _NONE in kinds else None  # JSON has no NaN: NaN is None
+        return Column(spec, numbers=numbers, null=null)
+    # The rare case of a value of the wrong kind: find which rows, one by one.
+    numbers = np.array(
+        [_as_float(v) if type(v) in _NUMBER_KINDS else math.nan for v in values], np.float64
+    )
+    null = np.array([v is None for v in values], dtype=bool)
+    unreadable = np.array([v is not None and type(v) not in _NUMBER_KINDS for v in values], bool)
+    return Column(spec, numbers=numbers, null=null, unreadable=unreadable)
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
+
+
+def _slow_codes(
+    spec: ColumnSpec, values: Sequence[Any], lookup: dict[Any, int]
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.bool_]]:
+    codes = np.empty(len(values), dtype=np.int32)
+    unreadable = np.zeros(len(values), dtype=bool)
+    for i, value in enumerate(values):
+        kind = type(value)
+        if kind is str or value is None:
+            code = lookup.get(value, UNKNOWN)
+            if code == UNKNOWN and spec.number_like:
+                number = _number_or_none(value)
+                code = UNKNOWN if number is None else lookup.get(number, UNKNOWN)
+        elif kind in _NUMBER_KINDS and spec.number_like:
+            code = lookup.get(value, UNKNOWN)
+        else:
+            code, unreadable[i] = UNKNOWN, True
+        codes[i] = code
+    unreadable &= codes == UNKNOWN
+    return codes, unreadable
+
+
+def _number_or_none(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def describe_values(values: Sequence[Any], rows: Sequence[int]) -> str:
+    """The offending JSON values, shown safely: short, deduplicated, never NaN or infinity."""
+    shown: dict[str, None] = {}
+    for row in rows:
+        value = values[row]
+        if value is None:
+            text = "missing"
+        elif isinstance(value, float) and not math.isfinite(value):
+            continue  # never echoed: not JSON, and a client's logs may choke on it
+        elif isinstance(value, dict | list):
+            text = "an object" if isinstance(value, dict) else "a list"
+        else:
+            text = repr(value)
+            text = text if len(text) <= 40 else text[:37] + "..."
+        shown[text] = None
+    return ", ".join(list(shown)[:3])
+
+
+# --- Reading Polars columns (files) -----------------------------------------------------------
+
+
+def castable(dtype: pl.DataType, spec: ColumnSpec) -> bool:
+    """Whether a column of `dtype` can hold `spec`'s values at all (a file's typed column)."""
+    if dtype == pl.String or dtype == pl.Null:
+        return True
+    if spec.type == "category":
+        numeric_ok = spec.number_like and dtype.is_numeric()
+        return isinstance(dtype, pl.Categorical | pl.Enum) or numeric_ok
+    return dtype.is_numeric()
+
+
+def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.Expr]:
+    """The arrays of a `Column` for `spec`, as expressions over its raw column.
+
+    Names: `{prefix}v` (numbers, Float64) or `{prefix}c` (codes, Int32), `{prefix}n` (null)
+    and `{prefix}u` (unreadable). Run them lazily over a whole file, or on one chunk.
+    """
+    raw = pl.col(spec.name)
+    null = raw.is_null().alias(f"{prefix}n")
+    if spec.type == "category":
+        categories = list(spec.categories or ())
+        text = raw.cast(pl.String)
+        codes = text.replace_strict(categories, list(range(len(categories))), default=None)
+        if spec.number_like:
+            number = raw.cast(pl.String).cast(pl.Float64, strict=False)
+            floats = [float(c) for c in categories]
+            codes = codes.fill_null(
+                number.replace_strict(floats, list(range(len(categories))), default=None)
+            )
+        codes = (
+            pl.when(raw.is_null())
+            .then(pl.lit(NULL))
+            .otherwise(codes.fill_null(UNKNOWN))
+            .cast(pl.Int32)
+            .alias(f"{prefix}c")
+        )
+        return [codes, null, pl.lit(value=False).alias(f"{prefix}u")]
+    number = raw.cast(pl.Float64, strict=False)
+    unreadable = (raw.is_not_null() & number.is_null()).alias(f"{prefix}u")
+    return [number.fill_null(math.nan).alias(f"{prefix}v"), null, unreadable]
+
+
+def read_polars(spec: ColumnSpec, frame: pl.DataFrame, prefix: str) -> Column:
+    """The `Column` for `spec` from a frame holding the columns of `polars_exprs`."""
+    null = frame.get_column(f"{prefix}n").to_numpy()
+    unreadable = frame.get_column(f"{prefix}u").to_numpy()
+    if spec.type == "category":
+        codes = frame.get_column(f"{prefix}c").to_numpy()
+        return Column(spec, codes=codes, null=null, unreadable=unreadable)
+    numbers = frame.get_column(f"{prefix}v").to_numpy()
+    return Column(spec, numbers=numbers, null=null, unreadable=unreadable)
+
+
+def typed_output(spec: ColumnSpec, column: Column) -> pl.Series:
+    """A checked column as a typed Polars series: Float64, Int64 or String (None if missing)."""
+    if column.codes is not None:
+        levels = pl.Series(spec.name, [*(spec.categories or ()), None], dtype=pl.String)
+        return levels.gather(np.where(column.codes < 0, len(levels) - 1, column.codes))
+    assert column.numbers is not None
+    series = pl.Series(spec.name, column.numbers).fill_nan(None)
+    return series.cast(pl.Int64) if spec.type == "integer" else series

@@ -1,0 +1,216 @@
+"""One data contract from CSV to HTTP: the same rules and messages on every path, any column
+name a CSV can hold, number-like categories, a choice of model that exports whole."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+
+from mlops_template._fs import current_version
+from mlops_template.batch import predict_file
+from mlops_template.card import input_names
+from mlops_template.data import TEST_FILE, prepare_dataset, to_model_inputs
+from mlops_template.errors import DataSchemaError, InputValidationError
+from mlops_template.inference import OnnxModel
+from mlops_template.schema import DatasetSchema, load_schema
+
+from .conftest import PENGUINS
+
+# Headers as people write them: spaces, hyphens, parentheses, a leading digit, non-ASCII.
+RENAMED = {
+    "island": "Island",
+    "bill_length_mm": "bill length (mm)",
+    "bill_depth_mm": "bill-depth",
+    "flipper_length_mm": "2nd flipper measure",
+    "body_mass_g": "masse corporelle (g)",
+    "sex": "sex",
+}
+
+
+def odd_names_project(tmp_path: Path) -> Path:
+    """The penguins with awkward headers, `sex` coded as 1/2, and its dataset.toml."""
+    frame = pl.read_csv(PENGUINS, infer_schema=False, null_values=["NA"])
+    frame = frame.rename(RENAMED).with_columns(
+        pl.col("sex").replace_strict({"female": "1", "male": "2.0"}, default=None)
+    )
+    frame.write_csv(tmp_path / "odd.csv", null_value="NA")
+    features = "\n".join(
+        [
+            '[features."Island"]\ntype = "category"\ncategories = ["Biscoe", "Dream", "Torgersen"]',
+            '[features."bill length (mm)"]\ntype = "float"\nnullable = true\nmin = 20\nmax = 80',
+            '[features."bill-depth"]\ntype = "float"\nnullable = true\nmin = 10\nmax = 30',
+            '[features."2nd flipper measure"]\ntype = "float"\nnullable = true\nmin = 150\n'
+            "max = 260",
+            '[features."masse corporelle (g)"]\ntype = "integer"\nnullable = true\nmin = 2000\n'
+            "max = 7000",
+            '[features.sex]\ntype = "category"\nnullable = true\ncategories = [1, 2]',
+        ]
+    )
+    (tmp_path / "dataset.toml").write_text(
+        'name = "odd"\nsource = "odd.csv"\nignore = ["year"]\n'
+        '[target]\nname = "species"\ntype = "category"\n'
+        'categories = ["Adelie", "Chinstrap", "Gentoo"]\n' + features + "\n",
+        encoding="utf-8",
+    )
+    return tmp_path / "dataset.toml"
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory: pytest.TempPathFactory) -> tuple[DatasetSchema, Path, Path]:
+    from mlops_template.train import train_model
+
+    root = tmp_path_factory.mktemp("odd")
+    schema = load_schema(odd_names_project(root))
+    prepare_dataset(schema, root / "processed")
+    train_model(schema, root / "processed", root / "models")
+    return schema, root / "processed", root / "models"
+
+
+def test_any_header_trains_exports_and_serves_under_the_users_names(
+    odd: tuple[DatasetSchema, Path, Path],
+) -> None:
+    from mlops_template.serving import create_app
+    from mlops_template.settings import Settings
+
+    _, _, models = odd
+    model = OnnxModel.load(models)
+    card = model.card
+    assert list(card.inputs) == list(RENAMED.values())
+    assert all(name.isidentifier() for name in card.inputs.values())
+    assert card.metrics["accuracy"] > 0.9
+    assert set(card.example) == set(RENAMED.values())
+    with TestClient(create_app(Settings(model_dir=models))) as client:
+        answer = client.post("/predict", json={"records": [card.example]})
+        assert answer.status_code == 200, answer.text
+        bad = client.post("/predict", json={"records": [{**card.example, "bill-depth": 99.0}]})
+        assert bad.status_code == 422
+        assert bad.json()["detail"] == [
+            "column 'bill-depth': above the maximum 30; found 99.0 (record 0)"
+        ]
+        meta = client.get(f"/v2/models/{card.name}").json()
+        assert [t["name"] for t in meta["inputs"]] == list(RENAMED.values())
+        docs = client.get("/openapi.json").json()
+        assert "bill length (mm)" in json.dumps(docs)
+
+
+def test_number_like_categories_match_any_spelling(odd: tuple[DatasetSchema, Path, Path]) -> None:
+    _, processed, models = odd
+    train = pl.read_parquet(current_version(processed) / "train.parquet")
+    assert set(train.get_column("sex").drop_nulls().unique().to_list()) == {"1", "2"}
+    model = OnnxModel.load(models)
+    row = {k: [v] for k, v in model.card.example.items()}
+    labels = {
+        spelling: model.predict({**row, "sex": [spelling]}).labels.tolist()[0]  # type: ignore[union-attr]
+        for spelling in (2, 2.0, "2", "2.0")
+    }
+    assert len(set(labels.values())) == 1
+    for wrong in (True, 3, "two"):
+        with pytest.raises(InputValidationError, match="column 'sex'"):
+            model.predict({**row, "sex": [wrong]})
+
+
+def test_the_same_fault_gets_the_same_message_on_every_path(
+    schema: DatasetSchema, trained_dir: Path, tmp_path: Path, api: TestClient
+) -> None:
+    """An out-of-range flipper, through prepare, batch predict, /predict and v2."""
+    message = "column 'flipper_length_mm': above the maximum 260; found "
+    lines = PENGUINS.read_text().splitlines()
+    lines[3] = lines[3].replace("195", "999")
+    source = tmp_path / "bad.csv"
+    source.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataSchemaError) as prepared:
+        prepare_dataset(schema.model_copy(update={"source": source}), tmp_path / "out")
+    with pytest.raises(DataSchemaError) as batch:
+        predict_file(OnnxModel.load(trained_dir), source, tmp_path / "scored.parquet")
+    model = OnnxModel.load(trained_dir)
+    record = {**model.card.example, "flipper_length_mm": 999}
+    served = api.post("/predict", json={"records": [record]}).json()["detail"]
+    tensors = [
+        {
+            "name": k,
+            "shape": [1],
+            "datatype": "BYTES" if isinstance(v, str) else "FP32",
+            "data": [v],
+        }
+        for k, v in record.items()
+    ]
+    v2 = api.post("/v2/models/penguins/infer", json={"inputs": tensors}).json()["detail"]
+    assert f"{message}'999' (line 4)" in str(prepared.value)
+    assert f"{message}'999' (line 4)" in str(batch.value)
+    assert served == [f"{message}999 (record 0)"]
+    assert v2 == [f"{message}999.0 (row 0)"]  # v2 tensors carry floats
+    assert not (tmp_path / "scored.parquet").exists()
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"type": "linear"},
+        {"type": "random_forest", "n_estimators": 25, "max_depth": 8},
+        {"type": "hist_gradient_boosting", "max_iter": 40},
+    ],
+    ids=lambda m: m["type"],
+)
+def test_every_model_exports_whole_and_matches_scikit_learn(
+    schema: DatasetSchema, prepared_dir: Path, task: str, model: dict[str, Any]
+) -> None:
+    from mlops_template.data import load_prepared
+    from mlops_template.schema import DatasetSchema as Schema
+    from mlops_template.train import export_onnx, fit
+
+    data = schema.model_dump()
+    if task == "regression":  # body mass from the rest, species among the features
+        mass = next(f for f in data["features"] if f["name"] == "body_mass_g")
+        data["features"] = [f for f in data["features"] if f["name"] != "body_mass_g"]
+        data["features"].append({**data["target"], "description": ""})
+        data["target"] = {**mass, "nullable": False}
+    variant = Schema.model_validate({**data, "model": model})
+    train, test, _ = load_prepared(prepared_dir)
+    if task == "regression":
+        train, test = (f.filter(pl.col("body_mass_g").is_not_null()) for f in (train, test))
+    pipeline = fit(variant, train)
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(export_onnx(pipeline, variant))
+    names = input_names(variant.features)
+    feed = to_model_inputs(test, variant.features, names)
+    frame = pl.DataFrame({k: v.reshape(-1) for k, v in feed.items()})
+    outputs = session.run(None, feed)
+    if task == "classification":
+        assert outputs[0].tolist() == pipeline.predict(frame).tolist()
+        np.testing.assert_allclose(outputs[1], pipeline.predict_proba(frame), atol=1e-5)
+    else:
+        np.testing.assert_allclose(outputs[0].reshape(-1), pipeline.predict(frame), rtol=1e-5)
+
+
+def test_a_model_table_typo_is_named(tmp_path: Path) -> None:
+    from mlops_template.errors import ConfigError
+
+    path = odd_names_project(tmp_path)
+    path.write_text(
+        path.read_text() + '[model]\ntype = "random_forest"\nn_estimator = 10\n', encoding="utf-8"
+    )
+    with pytest.raises(ConfigError, match=r"model\.n_estimator: Extra inputs"):
+        load_schema(path)
+
+
+def test_batch_predict_keeps_the_types_of_other_columns(
+    trained_dir: Path, prepared_dir: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "in.csv"
+    pl.read_csv(PENGUINS, null_values=["NA"]).write_csv(source, null_value="NA")
+    predict_file(OnnxModel.load(trained_dir), source, tmp_path / "out.parquet", chunk_size=50)
+    scored = pl.read_parquet(tmp_path / "out.parquet")
+    assert scored.schema["year"] == pl.Int64
+    assert scored.schema["body_mass_g"] == pl.Float64
+    assert scored.schema["species"] == pl.String
+    assert scored.height == 344
+    reference = pl.read_parquet(current_version(prepared_dir) / TEST_FILE)
+    assert reference.height < scored.height
