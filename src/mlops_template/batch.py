@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +40,25 @@ def _as_frame(model: OnnxModel, prediction: Prediction) -> pl.DataFrame:
     for i, name in enumerate(names[1:]):
         columns[name] = prediction.probabilities[:, i].astype("float64")
     return pl.DataFrame(columns)
+
+
+def _trimmer() -> Callable[[], object]:
+    """glibc's `malloc_trim`, where there is one: gives freed chunk buffers back to the system.
+
+    Each chunk's arrays are freed after it is written, but glibc keeps freed memory in its
+    heaps, so without a trim the process's resident size grows with the file (measured: 10 M
+    rows peaked at 615 MiB, and at 355 MiB with a trim per chunk). Dask's workers do the same.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to do
+        return lambda: None
+    trim.argtypes = [ctypes.c_size_t]
+    return lambda: trim(0)
+
+
+_release_memory = _trimmer()
 
 
 def predict_file(
@@ -89,7 +110,7 @@ def predict_file(
         types = lazy.collect_schema()
     except pl.exceptions.PolarsError as exc:
         raise DataFileError(f"{source}: cannot read: {str(exc).strip().splitlines()[0]}") from None
-    plan = lazy.select(*passing, *reader.contract_exprs(features))
+    exprs = reader.contract_exprs(features)
     spec_of = {f.name: f for f in features}
     schema: dict[str, Any] = {
         n: _DTYPES[spec_of[n].type] if n in spec_of else types[n] for n in names
@@ -101,7 +122,9 @@ def predict_file(
 
     def chunks() -> Iterator[pl.DataFrame]:
         nonlocal done
-        for chunk in plan.collect_batches(chunk_size=chunk_size):
+        for raw in lazy.collect_batches(chunk_size=chunk_size, lazy=True):
+            # The contract's arrays per chunk: eager, so the streaming scan stays a plain read.
+            chunk = raw.select(*passing, *exprs)
             columns = reader.check(chunk, features, first_row=done)
             prediction = model.run(model.feed(columns))
             typed = {c.spec.name: contract.typed_output(c.spec, c) for c in columns}
@@ -109,6 +132,7 @@ def predict_file(
                 [typed[n] if n in typed else chunk.get_column(n) for n in names]
             ).hstack(_as_frame(model, prediction))
             done += chunk.height
+            _release_memory()
             if on_progress is not None:
                 on_progress(done, total)
 

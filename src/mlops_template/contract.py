@@ -316,20 +316,22 @@ def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.E
     raw = pl.col(spec.name)
     null = raw.is_null().alias(f"{prefix}n")
     if spec.type == "category":
-        categories = list(spec.categories or ())
-        text = raw.cast(pl.String)
-        codes = text.replace_strict(categories, list(range(len(categories))), default=None)
-        if spec.number_like:
+        # Through an Enum of the categories (streams, unlike a lookup table): null if unknown.
+        levels = pl.Enum(list(spec.categories or ()))
+        codes = raw.cast(pl.String).cast(levels, strict=False).to_physical().cast(pl.Int32)
+        if spec.number_like:  # any spelling of a number names its canonical category
             number = raw.cast(pl.String).cast(pl.Float64, strict=False)
-            floats = [float(c) for c in categories]
-            codes = codes.fill_null(
-                number.replace_strict(floats, list(range(len(categories))), default=None)
+            whole = number.is_finite() & (number == number.floor()) & (number.abs() < 2**53)
+            spelled = (
+                pl.when(whole)
+                .then(number.cast(pl.Int64).cast(pl.String))
+                .otherwise(number.cast(pl.String))
             )
+            codes = codes.fill_null(spelled.cast(levels, strict=False).to_physical().cast(pl.Int32))
         codes = (
             pl.when(raw.is_null())
-            .then(pl.lit(NULL))
+            .then(pl.lit(NULL, dtype=pl.Int32))
             .otherwise(codes.fill_null(UNKNOWN))
-            .cast(pl.Int32)
             .alias(f"{prefix}c")
         )
         return [codes, null, pl.lit(value=False).alias(f"{prefix}u")]

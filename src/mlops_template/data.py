@@ -97,7 +97,7 @@ class TableReader:
         self.null_values = list(null_values)
         if self.kind == "csv":
             self.header = _csv_header(path, head)
-            self.line_numbers, self._rows = _check_csv_structure(path)
+            self.line_numbers, self._rows = _check_csv_structure(path, len(self.header))
         else:
             self.line_numbers, self._rows = False, None
         self.schema = self._raw_schema()
@@ -124,13 +124,16 @@ class TableReader:
         if self.kind == "csv":
             if not infer:
                 return pl.scan_csv(self.path, infer_schema=False, null_values=self.null_values)
+            # Types inferred once, from the first rows, then fixed: a later row that does not
+            # fit fails the read with a message naming the column, rather than passing as text.
             strings = {name: pl.String for name in self.header if name not in infer}
-            return pl.scan_csv(
+            sample = pl.scan_csv(
                 self.path,
-                infer_schema_length=None,
+                infer_schema_length=10_000,
                 schema_overrides=strings,
                 null_values=self.null_values,
-            )
+            ).collect_schema()
+            return pl.scan_csv(self.path, schema=sample, null_values=self.null_values)
         return pl.scan_parquet(self.path)
 
     def _raw_schema(self) -> pl.Schema:
@@ -283,12 +286,13 @@ def _bad_utf8_line(path: Path) -> str | None:
     return None
 
 
-def _check_csv_structure(path: Path) -> tuple[bool, int | None]:
+def _check_csv_structure(path: Path, expected: int) -> tuple[bool, int | None]:
     """Reject ragged rows, naming their lines; return whether lines map one-to-one to rows,
     and if so how many data rows there are.
 
     Counting separators outside quotes is exact unless a quoted field spans lines; such files
-    are left to the CSV parser, and their problems are reported by row instead of line.
+    are left to the CSV parser, and their problems are reported by row instead of line. One
+    streaming pass: only counts are kept, never the lines.
     """
     lines = pl.scan_csv(
         path,
@@ -300,14 +304,23 @@ def _check_csv_structure(path: Path) -> tuple[bool, int | None]:
         raise_if_empty=False,
     )
     line = pl.col("line")
+    fields = line.str.replace_all(r'"[^"]*"', "").str.count_matches(",") + 1
+    ragged = line.is_not_null() & (fields != expected)
     try:
-        stats = (
+        stats = lines.select(
+            rows=pl.len(),
+            odd_quotes=(line.str.count_matches('"') % 2 == 1).any(),
+            ragged=ragged.sum(),
+        ).collect(engine="streaming")
+        count = stats.item(0, "ragged")
+        shown = (  # a second pass only when there is something to show
             lines.with_row_index("index")
-            .with_columns(
-                fields=line.str.replace_all(r'"[^"]*"', "").str.count_matches(",") + 1,
-                odd_quotes=line.str.count_matches('"') % 2 == 1,
-            )
-            .collect()
+            .filter(ragged)
+            .head(5)
+            .select(pl.col("index"), fields.alias("fields"))
+            .collect(engine="streaming")
+            if count and not stats.item(0, "odd_quotes")
+            else None
         )
     except pl.exceptions.PolarsError as exc:
         where = _bad_utf8_line(path)
@@ -317,21 +330,16 @@ def _check_csv_structure(path: Path) -> tuple[bool, int | None]:
                 hint="save the file as UTF-8 (most editors and spreadsheets offer it)",
             ) from None
         raise DataFileError(f"{path}: cannot parse: {_first_line(exc)}") from None
-    if stats.get_column("odd_quotes").any():
+    if stats.item(0, "odd_quotes"):
         return False, None
-    expected = stats.item(0, "fields")
-    ragged = stats.filter(line.is_not_null() & (pl.col("fields") != expected))
-    if ragged.height:
-        shown = ", ".join(
-            f"line {i + 1} has {n}" for i, n in ragged.head(5).select("index", "fields").iter_rows()
-        )
-        more = f" and {ragged.height - 5} more" if ragged.height > 5 else ""
+    if shown is not None:
+        where = ", ".join(f"line {i + 1} has {n}" for i, n in shown.iter_rows())
+        more = f" and {count - 5} more" if count > 5 else ""
         raise DataFileError(
-            f"{path}: {ragged.height} rows do not have the header's {expected} fields "
-            f"({shown}{more})",
+            f"{path}: {count} rows do not have the header's {expected} fields ({where}{more})",
             hint="every line needs one value per header column; quote values that contain commas",
         )
-    return True, stats.height - 1
+    return True, stats.item(0, "rows") - 1
 
 
 def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFrame:

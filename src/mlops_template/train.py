@@ -164,6 +164,12 @@ def export_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
         options=options,
         target_opset=TARGET_OPSET,
     )
+    # skl2onnx lists the opsets it used in set order, which changes with Python's hash seed
+    # from one process to the next: sorted, the same model gives the same bytes every time.
+    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    del model.opset_import[:]
+    for domain, version in imports:
+        model.opset_import.add(domain=domain, version=version)
     return bytes(model.SerializeToString())
 
 
