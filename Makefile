@@ -78,7 +78,7 @@ evaluate: $(VENV) ## Score the model on the test split, plot its errors
 	$(CLI) evaluate
 
 predict: $(VENV) ## Score a file: make predict INPUT=data.csv OUTPUT=predictions.parquet
-	$(CLI) predict "$(or $(INPUT),data/processed/test.parquet)" --output "$(or $(OUTPUT),predictions.parquet)"
+	$(CLI) predict "$(or $(INPUT),data/processed/current/test.parquet)" --output "$(or $(OUTPUT),predictions.parquet)"
 
 serve: $(VENV) ## Serve the model on http://127.0.0.1:8000
 	$(CLI) serve

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from mlops_template._fs import current_version
 from mlops_template.card import CARD_FILE, load_card
 
 DURATION = 8  # seconds per load run
@@ -150,7 +151,7 @@ def _load(port: int, body: Path, connections: int) -> Result:
 
 
 def bench_serving(model_dir: Path) -> None:
-    card = load_card(model_dir / CARD_FILE)
+    card = load_card(current_version(model_dir) / CARD_FILE)
     env = {
         **os.environ,
         "MLOPS_TEMPLATE_MODEL_DIR": str(model_dir),

@@ -19,6 +19,7 @@ GENERATOR_ONLY = (
     "CHANGELOG.md",
     ".github/workflows/template-",
     ".github/workflows/release",
+    "benchmarks/pandas_baseline.py",
 )
 
 

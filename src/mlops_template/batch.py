@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,11 @@ def _as_frame(model: OnnxModel, prediction: Prediction) -> pl.DataFrame:
     names = prediction_columns(model)
     if prediction.values is not None:
         return pl.DataFrame({names[0]: prediction.values.astype("float64")})
-    assert prediction.labels is not None
     assert prediction.probabilities is not None
-    columns: dict[str, object] = {names[0]: pl.Series(prediction.labels, dtype=pl.String)}
+    # The label as the most probable class, gathered in Polars: no Python string per row.
+    best = prediction.probabilities.argmax(axis=1)
+    classes = pl.Series(names[0], model.card.classes or (), dtype=pl.String)
+    columns: dict[str, object] = {names[0]: classes.gather(best)}
     for i, name in enumerate(names[1:]):
         columns[name] = prediction.probabilities[:, i].astype("float64")
     return pl.DataFrame(columns)
@@ -66,7 +69,7 @@ def predict_file(
     source: Path,
     output: Path,
     *,
-    chunk_size: int = 100_000,
+    chunk_size: int = 50_000,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Score every row of `source` and write it, plus prediction columns, to `output`.
@@ -110,7 +113,13 @@ def predict_file(
         types = lazy.collect_schema()
     except pl.exceptions.PolarsError as exc:
         raise DataFileError(f"{source}: cannot read: {str(exc).strip().splitlines()[0]}") from None
-    exprs = reader.contract_exprs(features)
+    # The streaming scan only reads; each chunk's contract arrays and typed feature columns
+    # are computed eagerly (a plan that computes them too holds more memory as files grow).
+    exprs = [
+        *passing,
+        *(contract.typed_expr(f) for f in features),
+        *reader.contract_exprs(features),
+    ]
     spec_of = {f.name: f for f in features}
     schema: dict[str, Any] = {
         n: _DTYPES[spec_of[n].type] if n in spec_of else types[n] for n in names
@@ -121,20 +130,31 @@ def predict_file(
     failure: list[BaseException] = []
 
     def chunks() -> Iterator[pl.DataFrame]:
+        # Two stages in step: while onnxruntime scores one chunk (in a thread, without the
+        # GIL), the next is read and checked, so the model is rarely kept waiting.
         nonlocal done
-        for raw in lazy.collect_batches(chunk_size=chunk_size, lazy=True):
-            # The contract's arrays per chunk: eager, so the streaming scan stays a plain read.
-            chunk = raw.select(*passing, *exprs)
-            columns = reader.check(chunk, features, first_row=done)
-            prediction = model.run(model.feed(columns))
-            typed = {c.spec.name: contract.typed_output(c.spec, c) for c in columns}
-            yield pl.DataFrame(
-                [typed[n] if n in typed else chunk.get_column(n) for n in names]
-            ).hstack(_as_frame(model, prediction))
-            done += chunk.height
-            _release_memory()
-            if on_progress is not None:
-                on_progress(done, total)
+        pending: tuple[pl.DataFrame, Future[Prediction]] | None = None
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score") as scorer:
+            for raw in lazy.collect_batches(chunk_size=chunk_size, lazy=True):
+                chunk = raw.select(exprs)
+                columns = reader.check(
+                    chunk, features, first_row=done + (pending[0].height if pending else 0)
+                )
+                scored = scorer.submit(model.run, model.feed(columns))
+                if pending is not None:
+                    yield finish(*pending)
+                pending = (chunk, scored)
+            if pending is not None:
+                yield finish(*pending)
+
+    def finish(chunk: pl.DataFrame, scored: Future[Prediction]) -> pl.DataFrame:
+        nonlocal done
+        out = chunk.select(names).hstack(_as_frame(model, scored.result()))
+        done += chunk.height
+        _release_memory()
+        if on_progress is not None:
+            on_progress(done, total)
+        return out
 
     def guarded() -> Iterator[pl.DataFrame]:
         try:

@@ -138,7 +138,7 @@ def predict(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write (.csv or .parquet)")
     ] = Path("predictions.parquet"),
-    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk")] = 100_000,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk")] = 50_000,
     model_dir: ModelOption = None,
 ) -> None:
     """Score a file in chunks; write its rows plus prediction columns."""

@@ -41,6 +41,7 @@ __all__ = [
     "polars_exprs",
     "read_polars",
     "read_values",
+    "typed_expr",
     "typed_output",
 ]
 
@@ -338,6 +339,28 @@ def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.E
     number = raw.cast(pl.Float64, strict=False)
     unreadable = (raw.is_not_null() & number.is_null()).alias(f"{prefix}u")
     return [number.fill_null(math.nan).alias(f"{prefix}v"), null, unreadable]
+
+
+def typed_expr(spec: ColumnSpec) -> pl.Expr:
+    """`spec`'s column as it is written out once checked: Float64, Int64, or the canonical
+    category (String); null where missing. Valid only for rows that passed `check`."""
+    raw = pl.col(spec.name)
+    if spec.type == "category":
+        levels = pl.Enum(list(spec.categories or ()))
+        value = raw.cast(pl.String).cast(levels, strict=False)
+        if spec.number_like:
+            number = raw.cast(pl.String).cast(pl.Float64, strict=False)
+            whole = number.is_finite() & (number == number.floor()) & (number.abs() < 2**53)
+            spelled = (
+                pl.when(whole)
+                .then(number.cast(pl.Int64).cast(pl.String))
+                .otherwise(number.cast(pl.String))
+            )
+            value = value.fill_null(spelled.cast(levels, strict=False))
+        return value.cast(pl.String).alias(spec.name)
+    number = raw.cast(pl.Float64, strict=False)
+    typed = pl.when(number.is_finite()).then(number)
+    return (typed.cast(pl.Int64) if spec.type == "integer" else typed).alias(spec.name)
 
 
 def read_polars(spec: ColumnSpec, frame: pl.DataFrame, prefix: str) -> Column:
