@@ -86,8 +86,8 @@ serve: $(VENV) ## Serve the model on http://127.0.0.1:8000
 info: $(VENV) ## Show the trained model's card
 	$(CLI) info
 
-bench: $(VENV) ## Print inference, batch prediction and preparation figures
-	$(RUN) python -m benchmarks
+bench: $(VENV) ## Print performance figures on your data (QUICK=1: small sizes, to try it)
+	$(RUN) python -m benchmarks $(if $(QUICK),--quick)
 
 update: $(VENV) ## Take the template's latest release (copier update), keeping your own changes
 	$(RUN) copier update --conflict inline --skip-answered $(ARGS)

@@ -15,7 +15,7 @@ def main() -> None:
     args = parser.parse_args()
     pipeline.run(quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        serving.bench_serving(pipeline.train(Path(tmp)))
+        serving.bench_serving(pipeline.train(Path(tmp)), duration=1 if args.quick else 8)
 
 
 main()

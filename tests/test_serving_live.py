@@ -9,7 +9,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -179,36 +178,66 @@ def test_many_threads_many_requests_no_wrong_answer(
     assert calls <= 960  # never more calls than requests; fewer when batched
 
 
-def test_sigterm_lets_requests_in_flight_finish(
+def _inflight(url: str) -> float:
+    metrics = get(f"{url}/metrics")[1]
+    line = next(x for x in metrics.splitlines() if x.startswith("http_requests_in_flight "))
+    return float(line.split()[-1])
+
+
+def _status(sock: socket.socket) -> int:
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed before a status line")
+        head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def test_sigterm_lets_every_accepted_request_finish_and_exits_0(
     trained_dir: Path, tmp_path: Path, card: ModelCard
 ) -> None:
-    big = {"records": [card.example] * 4096}
-    results: list[int] = []
-    limit = str(16 * 2**20)
-    with serving(trained_dir, tmp_path, MLOPS_TEMPLATE_MAX_BODY_BYTES=limit) as server:
+    """The guarantee, exactly: a request the server has accepted (its headers read) before
+    SIGTERM is answered, even one whose body is still arriving; a connection made after it is
+    refused, which a client can retry elsewhere; the process then exits 0.
 
-        def send() -> None:
-            results.append(post(f"{server.url}/predict", big, timeout=60)[0])
-
-        threads = [threading.Thread(target=send) for _ in range(12)]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:  # wait until several are being handled
-            metrics = get(f"{server.url}/metrics")[1]
-            inflight = next(
-                line for line in metrics.splitlines() if line.startswith("http_requests_in_flight ")
+    Deterministic: each client sends half its body and waits until the server holds all twelve,
+    so none can finish early or arrive late.
+    """
+    body = json.dumps({"records": [card.example] * 64}).encode()
+    with serving(trained_dir, tmp_path) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        clients = []
+        for _ in range(12):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            head = (
+                "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             )
-            if float(inflight.split()[-1]) >= 3:
-                break
-            time.sleep(0.005)
+            sock.sendall(head.encode() + body[: len(body) // 2])
+            clients.append(sock)
+        deadline = time.monotonic() + 20
+        while _inflight(server.url) < 13:  # the twelve, and this /metrics request itself
+            assert time.monotonic() < deadline, "the server never held all twelve requests"
+            time.sleep(0.01)
         server.process.send_signal(signal.SIGTERM)
-        for thread in threads:
-            thread.join(timeout=60)
+        refused = False
+        deadline = time.monotonic() + 10
+        while not refused and time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                time.sleep(0.01)
+            except ConnectionRefusedError:
+                refused = True
+        statuses = []
+        for sock in clients:
+            sock.sendall(body[len(body) // 2 :])
+            statuses.append(_status(sock))
+            sock.close()
         code = server.process.wait(timeout=30)
-    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status says why it stopped.
-    assert code in (0, -signal.SIGTERM)
-    assert results == [200] * 12
+    assert refused, "new connections were still accepted after SIGTERM"
+    assert statuses == [200] * 12
+    assert code == 0
     assert any("Finished server process" in line for line in server.logs())
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ..test_contract import RENAMED, odd_names_project
 from ..test_serving_live import free_port, get, post
 from .conftest import render
 
@@ -89,3 +90,60 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
         finally:
             os.killpg(server.pid, 15)
             server.wait(timeout=30)
+
+
+def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path) -> None:
+    """Switch a fresh project to other data (headers with spaces, hyphens, parentheses),
+    as its README says, then prepare, train, evaluate, predict, bench and serve it."""
+    path = render(tmp_path / "project", project_name="Own Data")
+    odd_names_project(path)  # writes odd.csv and a dataset.toml that describes it
+    env = environment()
+
+    def make(*targets: str) -> str:
+        result = subprocess.run(
+            ["make", *targets], cwd=path, env=env, capture_output=True, text=True, timeout=900
+        )
+        assert result.returncode == 0, f"make {' '.join(targets)}\n{result.stdout}{result.stderr}"
+        return result.stdout
+
+    make("prepare", "train", "evaluate")
+    make("predict", "INPUT=odd.csv", "OUTPUT=scored.csv")
+    scored = (path / "scored.csv").read_text().splitlines()
+    assert scored[0].startswith(",".join(["species", *RENAMED.values()]))
+    assert len(scored) == 345
+    bench = make("bench", "QUICK=1")
+    assert "ratio to floor" in bench
+    assert "Serving /predict" in bench
+    card = json.loads((path / "models" / "current" / "model.json").read_text())
+    assert list(card["inputs"]) == list(RENAMED.values())
+    port = free_port()
+    server = subprocess.Popen(
+        ["make", "serve"],
+        cwd=path,
+        env={**env, "OWN_DATA_PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if get(f"http://127.0.0.1:{port}/health/ready", timeout=1)[0] == 200:
+                    break
+            assert server.poll() is None, "make serve exited"
+            time.sleep(0.2)
+        status, body = post(f"http://127.0.0.1:{port}/predict", {"records": [card["example"]]})
+        assert status == 200, body
+        assert body["predictions"][0]["label"] in card["classes"]
+        status, body = post(
+            f"http://127.0.0.1:{port}/predict",
+            {"records": [{**card["example"], "bill length (mm)": 500.0}]},
+        )
+        assert status == 422
+        assert body["detail"] == [
+            "column 'bill length (mm)': above the maximum 80; found 500.0 (record 0)"
+        ]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
+from types import FrameType
 
 import uvicorn
 
@@ -30,6 +32,11 @@ def run(settings: Settings, *, banner: str | None = None) -> None:
         os.environ[f"{ENV_PREFIX}{name.upper()}"] = (
             str(value).lower() if isinstance(value, bool) else str(value)
         )
+    # uvicorn drains on SIGTERM or Ctrl-C, then raises the signal again so that the exit status
+    # says why it stopped. A drain that finished is a clean stop: exit 0 (`make serve` and
+    # process managers then report no error).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped)
     uvicorn.run(
         _FACTORY,
         factory=True,
@@ -43,3 +50,7 @@ def run(settings: Settings, *, banner: str | None = None) -> None:
         timeout_graceful_shutdown=settings.graceful_timeout,
         server_header=False,
     )
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
