@@ -58,10 +58,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         answer: dict[str, Any] = {"values": outputs[0].reshape(-1)}
     else:
         answer = {"labels": outputs[0].tolist(), "probabilities": outputs[1]}
-    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
-    await send(
-        {
-            "type": "http.response.body",
-            "body": orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY),
-        }
-    )
+    content = orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+    headers = [*_HEADERS, (b"content-length", str(len(content)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": content})
