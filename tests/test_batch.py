@@ -119,3 +119,19 @@ def test_header_only_file_is_refused(model: OnnxModel, tmp_path: Path) -> None:
     with pytest.raises(DataFileError, match="no data rows"):
         predict_file(model, source, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_passing_column_that_changes_type_late_is_named(model: OnnxModel, tmp_path: Path) -> None:
+    """Other columns' types are inferred from the first rows; a row far below that breaks the
+    inferred type stops the run with the column named, and writes nothing."""
+    frame = pl.read_csv(PENGUINS, null_values=["NA"]).drop("species")
+    rows = pl.concat([frame] * 40)  # 13,760 rows: more than the 10,000 types are read from
+    source = tmp_path / "late.csv"
+    text = rows.write_csv(null_value="NA")
+    lines = text.splitlines()
+    lines[-1] = lines[-1].rsplit(",", 1)[0] + ",soon"  # `year`, a number until now
+    source.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataFileError, match="year") as caught:
+        predict_file(model, source, tmp_path / "out.parquet")
+    assert str(source) in str(caught.value)
+    assert not (tmp_path / "out.parquet").exists()

@@ -269,3 +269,18 @@ def test_interrupted_write_leaves_previous_outputs_intact(
         prepare_dataset(reseeded, out)
     assert digests(out) == before
     assert not [p for p in out.iterdir() if p.name.startswith(".tmp")]
+
+
+def test_an_unreadable_file_is_named_with_its_reason(
+    schema: DatasetSchema, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = Path.open
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> object:
+        if self == schema.source:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(Path, "open", refuse)
+    with pytest.raises(DataFileError, match=r"penguins\.csv: cannot read: Permission denied"):
+        read_dataset(schema)

@@ -175,11 +175,14 @@ def predict_file(
                 # Snappy: pandas' and Spark's default codec, readable everywhere, fast to write.
                 scored.sink_parquet(tmp, compression="snappy")
     except Exception as exc:
-        if failure:
-            raise failure[0] from None
-        if isinstance(exc, Error):
-            raise
-        if isinstance(exc, OSError):
-            raise DataFileError(f"{output}: cannot write: {exc.strerror or exc}") from None
-        raise DataFileError(f"{source}: cannot read: {str(exc).strip().splitlines()[0]}") from None
+        error = failure[0] if failure else exc
+        if isinstance(error, Error):
+            raise error from None
+        if isinstance(error, OSError):
+            raise DataFileError(f"{output}: cannot write: {error.strerror or error}") from None
+        raise DataFileError(
+            f"{source}: cannot read: {str(error).strip().splitlines()[0]}",
+            hint="a column other than the features changed type far into the file: "
+            "make its values consistent, or convert the file to Parquet",
+        ) from None
     return done

@@ -1,14 +1,15 @@
 """Request and response models, built from the model card so the API always matches the model.
 
 `/docs` shows each real feature with its type, range or categories, and an example row taken
-from the test split; requests are validated in pydantic's Rust core straight from the raw body.
+from the test split. The `/predict` models document the API; the values themselves are checked
+by the data contract (`contract.py`), a whole column at a time, as in `prepare`.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, with_config
+from pydantic import BaseModel, ConfigDict, Field, create_model, with_config
 from typing_extensions import TypedDict
 
 from ..card import ModelCard
@@ -86,7 +87,6 @@ class PredictSchemas:
                 ),
             ),
         )
-        self.adapter: TypeAdapter[Any] = TypeAdapter(self.request)
         items: Any = list[_prediction_item(card)]  # type: ignore[misc]
         self.response = create_model(
             "PredictResponse",
