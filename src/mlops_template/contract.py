@@ -308,6 +308,27 @@ def castable(dtype: pl.DataType, spec: ColumnSpec) -> bool:
     return dtype.is_numeric()
 
 
+def _category(spec: ColumnSpec) -> pl.Expr:
+    """A category column as an Enum of its categories, null where missing or unknown.
+
+    Through an Enum (it streams, unlike a lookup table); for number-like categories any
+    spelling of a number (`1`, `1.0`) names its canonical category (`"1"`).
+    """
+    raw = pl.col(spec.name)
+    levels = pl.Enum(list(spec.categories or ()))
+    value = raw.cast(pl.String).cast(levels, strict=False)
+    if spec.number_like:
+        number = raw.cast(pl.String).cast(pl.Float64, strict=False)
+        whole = number.is_finite() & (number == number.floor()) & (number.abs() < 2**53)
+        spelled = (
+            pl.when(whole)
+            .then(number.cast(pl.Int64).cast(pl.String))
+            .otherwise(number.cast(pl.String))
+        )
+        value = value.fill_null(spelled.cast(levels, strict=False))
+    return value
+
+
 def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.Expr]:
     """The arrays of a `Column` for `spec`, as expressions over its raw column.
 
@@ -317,18 +338,7 @@ def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.E
     raw = pl.col(spec.name)
     null = raw.is_null().alias(f"{prefix}n")
     if spec.type == "category":
-        # Through an Enum of the categories (streams, unlike a lookup table): null if unknown.
-        levels = pl.Enum(list(spec.categories or ()))
-        codes = raw.cast(pl.String).cast(levels, strict=False).to_physical().cast(pl.Int32)
-        if spec.number_like:  # any spelling of a number names its canonical category
-            number = raw.cast(pl.String).cast(pl.Float64, strict=False)
-            whole = number.is_finite() & (number == number.floor()) & (number.abs() < 2**53)
-            spelled = (
-                pl.when(whole)
-                .then(number.cast(pl.Int64).cast(pl.String))
-                .otherwise(number.cast(pl.String))
-            )
-            codes = codes.fill_null(spelled.cast(levels, strict=False).to_physical().cast(pl.Int32))
+        codes = _category(spec).to_physical().cast(pl.Int32)
         codes = (
             pl.when(raw.is_null())
             .then(pl.lit(NULL, dtype=pl.Int32))
@@ -346,18 +356,7 @@ def typed_expr(spec: ColumnSpec) -> pl.Expr:
     category (String); null where missing. Valid only for rows that passed `check`."""
     raw = pl.col(spec.name)
     if spec.type == "category":
-        levels = pl.Enum(list(spec.categories or ()))
-        value = raw.cast(pl.String).cast(levels, strict=False)
-        if spec.number_like:
-            number = raw.cast(pl.String).cast(pl.Float64, strict=False)
-            whole = number.is_finite() & (number == number.floor()) & (number.abs() < 2**53)
-            spelled = (
-                pl.when(whole)
-                .then(number.cast(pl.Int64).cast(pl.String))
-                .otherwise(number.cast(pl.String))
-            )
-            value = value.fill_null(spelled.cast(levels, strict=False))
-        return value.cast(pl.String).alias(spec.name)
+        return _category(spec).cast(pl.String).alias(spec.name)
     number = raw.cast(pl.Float64, strict=False)
     typed = pl.when(number.is_finite()).then(number)
     return (typed.cast(pl.Int64) if spec.type == "integer" else typed).alias(spec.name)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,33 @@ COMBINATIONS = {
 def environment() -> dict[str, str]:
     # As a fresh shell would have it: no outer virtualenv, no outer uv (it installs its own).
     return {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTEST_ADDOPTS", "UV"}}
+
+
+@contextlib.contextmanager
+def make_serve(path: Path, port_variable: str) -> Iterator[str]:
+    """`make serve` in a rendered project on a free port; its URL once ready, then stopped."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["make", "serve"],
+        cwd=path,
+        env={**environment(), port_variable: str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if get(f"{url}/health/ready", timeout=1)[0] == 200:
+                    break
+            assert server.poll() is None, "make serve exited"
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
 
 
 def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None:
@@ -64,32 +92,12 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
         assert train.returncode == 0, train.stdout + train.stderr
         card = json.loads((path / "models" / "current" / "model.json").read_text())
         assert card["task"] == COMBINATIONS[name].get("task", "classification")
-        port = free_port()
-        env = {**environment(), f"END_TO_END_{i}_PORT": str(port)}
-        server = subprocess.Popen(
-            ["make", "serve"],
-            cwd=path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError):
-                    if get(f"http://127.0.0.1:{port}/health/ready", timeout=1)[0] == 200:
-                        break
-                assert server.poll() is None, f"{name}: make serve exited"
-                time.sleep(0.2)
-            status, body = post(f"http://127.0.0.1:{port}/predict", {"records": [card["example"]]})
+        with make_serve(path, f"END_TO_END_{i}_PORT") as url:
+            status, body = post(f"{url}/predict", {"records": [card["example"]]})
             assert status == 200, body
             prediction = body["predictions"][0]
             assert ("label" in prediction) == (card["task"] == "classification")
             assert ("value" in prediction) == (card["task"] == "regression")
-        finally:
-            os.killpg(server.pid, 15)
-            server.wait(timeout=30)
 
 
 def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path) -> None:
@@ -116,34 +124,15 @@ def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path)
     assert "Serving /predict" in bench
     card = json.loads((path / "models" / "current" / "model.json").read_text())
     assert list(card["inputs"]) == list(RENAMED.values())
-    port = free_port()
-    server = subprocess.Popen(
-        ["make", "serve"],
-        cwd=path,
-        env={**env, "OWN_DATA_PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                if get(f"http://127.0.0.1:{port}/health/ready", timeout=1)[0] == 200:
-                    break
-            assert server.poll() is None, "make serve exited"
-            time.sleep(0.2)
-        status, body = post(f"http://127.0.0.1:{port}/predict", {"records": [card["example"]]})
+    with make_serve(path, "OWN_DATA_PORT") as url:
+        status, body = post(f"{url}/predict", {"records": [card["example"]]})
         assert status == 200, body
         assert body["predictions"][0]["label"] in card["classes"]
         status, body = post(
-            f"http://127.0.0.1:{port}/predict",
+            f"{url}/predict",
             {"records": [{**card["example"], "bill length (mm)": 500.0}]},
         )
         assert status == 422
         assert body["detail"] == [
             "column 'bill length (mm)': above the maximum 80; found 500.0 (record 0)"
         ]
-    finally:
-        os.killpg(server.pid, 15)
-        server.wait(timeout=30)
