@@ -20,6 +20,7 @@ from mlops_template._fs import current_version
 from mlops_template.card import MODEL_FILE
 
 from .conftest import PENGUINS, PENGUINS_SCHEMA
+from .test_cli import cli
 
 pytestmark = pytest.mark.e2e
 
@@ -32,19 +33,6 @@ def run(*code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=300,
         env={k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")},
-    )
-
-
-def cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "mlops_template", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={**os.environ, **(env or {})},
     )
 
 

@@ -101,6 +101,8 @@ def test_health_and_metadata(api: TestClient, card: ModelCard) -> None:
     assert metadata["versions"] == [card.version]
     assert [i["name"] for i in metadata["inputs"]] == list(card.feature_names)
     assert {i["datatype"] for i in metadata["inputs"]} == {"BYTES", "FP32"}
+    probabilities = next(o for o in metadata["outputs"] if o["name"] == "probabilities")
+    assert json.loads(probabilities["parameters"]["classes"]) == list(card.classes or ())
     assert api.get("/v2").json()["name"] == "mlops_template"
     assert api.get("/model").json()["onnx_sha256"] == card.onnx_sha256
 
@@ -148,7 +150,9 @@ def test_request_id_is_echoed_or_made(api: TestClient, card: ModelCard) -> None:
     assert made.json()["request_id"] == made.headers["x-request-id"]
 
 
-def test_overload_answers_503_at_once(trained_dir: Path, card: ModelCard) -> None:
+def test_overload_answers_503_at_once(
+    trained_dir: Path, card: ModelCard, caplog: pytest.LogCaptureFixture
+) -> None:
     app = create_app(Settings(model_dir=trained_dir, max_concurrency=1))
     with TestClient(app) as client:
         app.front.inflight.count = 1  # type: ignore[attr-defined]  # one request already in flight
@@ -158,6 +162,8 @@ def test_overload_answers_503_at_once(trained_dir: Path, card: ModelCard) -> Non
         ok = client.post("/predict", json={"records": [card.example]})
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "1"
+    overloads = [r for r in caplog.records if getattr(r, "status", None) == 503]
+    assert [r.levelname for r in overloads] == ["WARNING"]  # protection, not a fault
     assert busy.json()["detail"] == ["server overloaded; retry shortly"]
     assert live.status_code == 200
     assert ok.status_code == 200
@@ -198,3 +204,14 @@ print([n for n in sys.modules if n.split(".")[0] in roots or n.endswith(".train"
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout.strip().splitlines()[-1].replace("'", '"')) == []
+
+
+def test_metrics_name_documentation_routes_and_pool_unknown_paths(api: TestClient) -> None:
+    api.get("/docs")
+    api.get("/openapi.json")
+    api.get("/no/such/page")
+    text = api.get("/metrics").text
+    assert 'route="/docs",status="200"' in text
+    assert 'route="/openapi.json",status="200"' in text
+    assert 'route="unmatched",status="404"' in text
+    assert "/no/such/page" not in text

@@ -240,13 +240,13 @@ CASES: list[tuple[str, str, str, Any, dict[str, str], int, str]] = [
         "Content-Type must be application/json, not 'text/plain'",
     ),
     (
-        "no content type",
+        "wrong content type, with parameters",
         "POST",
         "/predict",
         body(),
-        {},
+        {"content-type": "text/csv; charset=utf-8"},
         415,
-        "Content-Type must be application/json",
+        "Content-Type must be application/json, not 'text/csv'",
     ),
     (
         "too large, with Content-Length",
@@ -408,6 +408,10 @@ def test_bad_request_gets_its_4xx(
     else:
         response = api.request(method, path, content=content, headers=headers)
     assert response.status_code == status, response.text
+    if path.startswith("/v2/"):  # the Open Inference Protocol's own error body
+        assert set(response.json()) == {"error"}
+        assert fragment in response.json()["error"]
+        return
     detail = response.json()["detail"]
     assert isinstance(detail, list)
     assert any(fragment in line for line in detail), detail
@@ -448,3 +452,17 @@ def test_every_status_the_api_returns_is_declared(api: TestClient) -> None:
     assert returned <= declared
     infer = paths["/v2/models/{model_name}/infer"]["post"]["responses"]
     assert {str(c[5]) for c in CASES if c[2].startswith("/v2/")} <= set(infer)
+
+
+def test_a_body_without_content_type_is_read_as_json(api: TestClient) -> None:
+    """Stock Open Inference Protocol clients (Triton's) send no Content-Type."""
+    assert api.post("/predict", content=body()).status_code == 200
+    answer = api.post("/v2/models/penguins/infer", content=json.dumps(v2()).encode())
+    assert answer.status_code == 200, answer.text
+
+
+@pytest.mark.parametrize("path", ["/health/live", "/health/ready", "/model", "/v2", "/metrics"])
+def test_head_answers_like_get_without_a_body(api: TestClient, path: str) -> None:
+    response = api.head(path)
+    assert response.status_code == 200
+    assert response.content == b""

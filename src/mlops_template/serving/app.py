@@ -81,7 +81,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         request: Request, status: int, detail: list[str], headers: dict[str, str] | None = None
     ) -> JSONBytesResponse:
         return JSONBytesResponse(
-            error_body(detail, _request_id(request)), status_code=status, headers=headers
+            error_body(detail, _request_id(request), request.url.path),
+            status_code=status,
+            headers=headers,
         )
 
     @app.exception_handler(ApiError)

@@ -93,9 +93,11 @@ class ServingMiddleware:
         async def fail(
             code: int, detail: list[str], headers: tuple[tuple[bytes, bytes], ...] = ()
         ) -> None:
-            await reply(code, error_body(detail, request_id), headers)
+            await reply(code, error_body(detail, request_id, scope["path"]), headers)
 
         path, method = scope["path"], scope["method"]
+        if method == "HEAD":  # answered as GET; the server sends the headers, not the body
+            scope = {**scope, "method": "GET"}
         if self.inflight.count >= self.max_concurrency and path not in _ALWAYS_ANSWERED:
             self.metrics.rejected.inc()
             await fail(503, ["server overloaded; retry shortly"], ((b"retry-after", b"1"),))
@@ -158,10 +160,16 @@ class ServingMiddleware:
         self, scope: Scope, method: str, status: int, start: float, request_id: str
     ) -> None:
         seconds = time.perf_counter() - start
-        route = getattr(scope.get("route"), "path", None) or "unmatched"
+        # A FastAPI route names itself; another matched route (/docs, /openapi.json) by its
+        # path; anything else is one label, so that no client can add label values at will.
+        route = getattr(scope.get("route"), "path", None) or (
+            scope["path"] if "endpoint" in scope else "unmatched"
+        )
         self.metrics.observe(method, route, status, seconds)
         if status >= 500 or self.log_requests or (status >= 400 and log.isEnabledFor(logging.INFO)):
-            level = logging.ERROR if status >= 500 else logging.INFO
+            # Overload (503) is the server protecting itself, not a fault: a warning.
+            level = logging.ERROR if status >= 500 and status != 503 else logging.WARNING
+            level = level if status >= 500 else logging.INFO
             fields: dict[str, Any] = {
                 "request_id": request_id,
                 "method": method,

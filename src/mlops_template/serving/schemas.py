@@ -17,6 +17,7 @@ from ..schema import ColumnSpec
 
 __all__ = [
     "ErrorResponse",
+    "InferErrorResponse",
     "InferRequest",
     "InferResponse",
     "ModelMetadata",
@@ -107,6 +108,13 @@ class ErrorResponse(BaseModel):
     request_id: str | None = None
 
 
+class InferErrorResponse(BaseModel):
+    """An Open Inference Protocol error: one message, as its clients expect."""
+
+    model_config = _STRICT
+    error: str = Field(examples=["column 'bill_length_mm': below the minimum 20 (row 0)"])
+
+
 Datatype = Literal[
     "BOOL",
     "UINT8",
@@ -175,6 +183,7 @@ class TensorMetadata(BaseModel):
     name: str
     datatype: Datatype
     shape: list[int]
+    parameters: dict[str, Scalar] | None = None
 
 
 class ModelMetadata(BaseModel):

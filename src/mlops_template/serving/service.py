@@ -16,9 +16,10 @@ from ..inference import OnnxModel
 from ..schema import describe_validation_error
 from .batching import InFlight, MicroBatcher
 from .metrics import ServingMetrics
-from .schemas import ErrorResponse, PredictSchemas
+from .schemas import ErrorResponse, InferErrorResponse, PredictSchemas
 
 __all__ = [
+    "V2_PREFIX",
     "ApiError",
     "JSONBytesResponse",
     "ModelService",
@@ -78,9 +79,11 @@ _MESSAGES = {
 }
 
 
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for error statuses, all with the `ErrorResponse` body."""
-    return {code: {"model": ErrorResponse, "description": _MESSAGES[code]} for code in codes}
+def error_responses(*codes: int, v2: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for error statuses: the `ErrorResponse` body, or for the
+    Open Inference Protocol its own `{"error": ...}` (`InferErrorResponse`)."""
+    model = InferErrorResponse if v2 else ErrorResponse
+    return {code: {"model": model, "description": _MESSAGES[code]} for code in codes}
 
 
 def require_json(request: Request) -> None:
@@ -89,10 +92,16 @@ def require_json(request: Request) -> None:
 
 
 def check_json_content_type(content_type: str) -> None:
-    """Raise 415 unless `content_type` is JSON (`application/json` or `application/*+json`)."""
+    """Raise 415 when `content_type` names something other than JSON.
+
+    `application/json` and `application/*+json` are JSON; so is a body with no Content-Type
+    at all, as the stock Open Inference Protocol clients (Triton's) send it.
+    """
     kind = content_type.split(";", 1)[0].strip().lower()
-    if kind != "application/json" and not (
-        kind.startswith("application/") and kind.endswith("+json")
+    if (
+        kind
+        and kind != "application/json"
+        and not (kind.startswith("application/") and kind.endswith("+json"))
     ):
         raise ApiError(
             415, [f"Content-Type must be application/json, not {kind[:60] or 'missing'!r}"]
@@ -115,8 +124,14 @@ def parse_json(adapter: TypeAdapter[Any], body: bytes) -> Any:
         raise ApiError(422, describe_validation_error(exc)) from None
 
 
-def error_body(detail: list[str], request_id: str | None) -> bytes:
-    """The JSON of every error response: `{"detail": [...], "request_id": ...}`."""
+V2_PREFIX = "/v2"
+
+
+def error_body(detail: list[str], request_id: str | None, path: str = "") -> bytes:
+    """The JSON of every error response: `{"detail": [...], "request_id": ...}`, or under
+    `/v2` the Open Inference Protocol's `{"error": "..."}`, which its clients decode."""
+    if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
+        return orjson.dumps({"error": "; ".join(detail)})
     return orjson.dumps({"detail": detail, "request_id": request_id})
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -49,7 +50,13 @@ def _outputs(card: ModelCard) -> list[TensorMetadata]:
         return [TensorMetadata(name="value", datatype="FP32", shape=[-1])]
     return [
         TensorMetadata(name="label", datatype="BYTES", shape=[-1]),
-        TensorMetadata(name="probabilities", datatype="FP32", shape=[-1, len(card.classes or ())]),
+        TensorMetadata(
+            name="probabilities",
+            datatype="FP32",
+            shape=[-1, len(card.classes or ())],
+            # The class of each column, in order, as a JSON list (parameters hold scalars).
+            parameters={"classes": json.dumps(list(card.classes or ()))},
+        ),
     ]
 
 
@@ -139,13 +146,13 @@ async def server_metadata() -> ServerMetadata:
     return ServerMetadata(name=__name__.split(".")[0], version=__version__, extensions=[])
 
 
-@router.get("/health/live", summary="Liveness (v2)", responses=error_responses(503))
+@router.get("/health/live", summary="Liveness (v2)", responses=error_responses(503, v2=True))
 async def live() -> dict[str, bool]:
     """True while the process runs."""
     return {"live": True}
 
 
-@router.get("/health/ready", summary="Readiness (v2)", responses=error_responses(503))
+@router.get("/health/ready", summary="Readiness (v2)", responses=error_responses(503, v2=True))
 async def ready(request: Request) -> dict[str, bool]:
     """True once the model is loaded and a smoke prediction passed; 503 otherwise."""
     if not request.app.state.service.ready:
@@ -156,7 +163,8 @@ async def ready(request: Request) -> dict[str, bool]:
 @router.get(
     "/models/{model_name}",
     response_model=ModelMetadata,
-    responses=error_responses(404, 503),
+    response_model_exclude_none=True,
+    responses=error_responses(404, 503, v2=True),
     summary="Model metadata",
 )
 async def metadata(model_name: str, service: ServiceDep) -> ModelMetadata:
@@ -165,7 +173,9 @@ async def metadata(model_name: str, service: ServiceDep) -> ModelMetadata:
 
 
 @router.get(
-    "/models/{model_name}/ready", responses=error_responses(404, 503), summary="Model readiness"
+    "/models/{model_name}/ready",
+    responses=error_responses(404, 503, v2=True),
+    summary="Model readiness",
 )
 async def model_ready(model_name: str, service: ServiceDep) -> dict[str, Any]:
     """Whether this model is ready to infer."""
@@ -183,7 +193,7 @@ _INFER_BODY = {
 
 _INFER = {
     "response_model": InferResponse,
-    "responses": error_responses(400, 404, 413, 415, 422, 500, 503),
+    "responses": error_responses(400, 404, 413, 415, 422, 500, 503, v2=True),
     "openapi_extra": _INFER_BODY,
 }
 
