@@ -11,14 +11,17 @@ import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mlops_template import contract
 from mlops_template._fs import current_version
 from mlops_template.batch import predict_file
 from mlops_template.card import input_names
 from mlops_template.data import TEST_FILE, prepare_dataset, to_model_inputs
 from mlops_template.errors import DataSchemaError, InputValidationError
 from mlops_template.inference import OnnxModel
-from mlops_template.schema import DatasetSchema, load_schema
+from mlops_template.schema import ColumnSpec, DatasetSchema, load_schema
 
 from .conftest import PENGUINS
 
@@ -140,11 +143,11 @@ def test_the_same_fault_gets_the_same_message_on_every_path(
         }
         for k, v in record.items()
     ]
-    v2 = api.post("/v2/models/penguins/infer", json={"inputs": tensors}).json()["detail"]
+    v2 = api.post("/v2/models/penguins/infer", json={"inputs": tensors}).json()["error"]
     assert f"{message}'999' (line 4)" in str(prepared.value)
     assert f"{message}'999' (line 4)" in str(batch.value)
     assert served == [f"{message}999 (record 0)"]
-    assert v2 == [f"{message}999.0 (row 0)"]  # v2 tensors carry floats
+    assert v2 == f"{message}999.0 (row 0)"  # v2 tensors carry floats
     assert not (tmp_path / "scored.parquet").exists()
 
 
@@ -214,3 +217,43 @@ def test_batch_predict_keeps_the_types_of_other_columns(
     assert scored.height == 344
     reference = pl.read_parquet(current_version(prepared_dir) / TEST_FILE)
     assert reference.height < scored.height
+
+
+VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["Biscoe", "Dream", "Torgersen", "male", "female", "1", "2.0", "x", ""]),
+    st.sampled_from([20.0, 80.0, 150, 260, 2000, 7000.0, 1, 2, 2.0]),
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(rows=st.lists(st.tuples(*[VALUES] * 6), min_size=1, max_size=5))
+def test_the_fast_path_passes_exactly_what_the_checker_passes(
+    odd_reader: tuple[contract.JsonReader, list[ColumnSpec]], rows: list[tuple[Any, ...]]
+) -> None:
+    """The API's fast path only decides that every value is good; it must agree with the
+    column-by-column checker on every input, and encode the same inputs."""
+    reader, specs = odd_reader
+    columns = {spec.name: [row[i] for row in rows] for i, spec in enumerate(specs)}
+    fast = reader.fast(columns)
+    read = [contract.read_values(spec, columns[spec.name]) for spec in specs]
+    faults = contract.check(read)
+    assert (fast is not None) == (not faults), faults
+    if fast is not None:
+        for column in read:
+            expected = contract.encode(column)
+            if column.spec.is_numeric:
+                np.testing.assert_array_equal(fast[column.spec.name], expected)
+            else:
+                assert fast[column.spec.name].tolist() == expected.tolist()
+
+
+@pytest.fixture(scope="module")
+def odd_reader(
+    odd: tuple[DatasetSchema, Path, Path],
+) -> tuple[contract.JsonReader, list[ColumnSpec]]:
+    specs = list(odd[0].features)
+    return contract.JsonReader(specs), specs

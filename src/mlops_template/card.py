@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -96,7 +97,7 @@ class ModelCard(_Frozen):
             raise ValueError("`inputs` must name every feature, in order")
         return self
 
-    @property
+    @cached_property
     def feature_names(self) -> tuple[str, ...]:
         """The model's inputs, in order."""
         return tuple(f.name for f in self.features)

@@ -15,9 +15,9 @@ Number-like categories (`categories = [1, 2]`) match any spelling of the number:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import chain, repeat
 from typing import Any
 
 import numpy as np
@@ -33,6 +33,7 @@ __all__ = [
     "UNKNOWN",
     "Column",
     "Fault",
+    "JsonReader",
     "castable",
     "check",
     "describe_values",
@@ -138,10 +139,9 @@ def check(columns: Iterable[Column], *, allow_null: Iterable[str] = ()) -> list[
         assert numbers is not None
         lower = -math.inf if spec.min is None else spec.min
         upper = math.inf if spec.max is None else spec.max
-        with np.errstate(invalid="ignore"):
-            good = (numbers >= lower) & (numbers <= upper)
-            if spec.type == "integer":
-                good &= numbers == np.floor(numbers)
+        good = (numbers >= lower) & (numbers <= upper)  # NaN compares False, silently
+        if spec.type == "integer":
+            good &= numbers == np.floor(numbers)
         if bool(good.all()):
             continue  # the common case: one comparison per row, nothing more
         # Missing and unreadable values are NaN here; they are reported above, not again.
@@ -293,6 +293,103 @@ def describe_values(values: Sequence[Any], rows: Sequence[int]) -> str:
             text = text if len(text) <= 40 else text[:37] + "..."
         shown[text] = None
     return ", ".join(list(shown)[:3])
+
+
+class JsonReader:
+    """The contract for one set of features, compiled once, for JSON values (the API).
+
+    `fast` reads and checks every column at once when every value is good, which is nearly
+    always: the numbers of all numeric features in one float64 matrix, checked against every
+    feature's bounds in one comparison, the categories through lookup tables, all in C. It
+    decides only *that* the rows pass; when one does not, it returns None and `read_values` and
+    `check` find and describe each fault, as for every other source.
+    """
+
+    def __init__(self, specs: Sequence[ColumnSpec]) -> None:
+        self.specs = tuple(specs)
+        self._numeric = [s for s in specs if s.is_numeric]
+        self._categories = [(s, _lookup(s), s.number_like) for s in specs if not s.is_numeric]
+        self._lower = np.array([[-math.inf if s.min is None else s.min] for s in self._numeric])
+        self._upper = np.array([[math.inf if s.max is None else s.max] for s in self._numeric])
+        self._whole = np.array([s.type == "integer" for s in self._numeric])
+        self._nullable = np.array([[s.nullable] for s in self._numeric])
+        self._levels = {
+            s.name: np.array([*(s.categories or ()), MISSING_CATEGORY], dtype=object)
+            for s in specs
+            if not s.is_numeric
+        }
+
+    def fast(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, npt.NDArray[Any]] | None:
+        """Every column encoded for the model ([n, 1] each, by feature name), or None if any
+        value breaks the contract (then read them one by one for the messages)."""
+        if len(columns[self.specs[0].name]) == 1:
+            return self._one(columns)
+        out: dict[str, npt.NDArray[Any]] = {}
+        if self._numeric:
+            values = [columns[s.name] for s in self._numeric]
+            kinds = set(map(type, chain.from_iterable(values)))
+            if not kinds <= _NUMBER_KINDS | {_NONE}:
+                return None
+            try:
+                matrix = np.array(values, dtype=np.float64)  # None becomes NaN
+            except (OverflowError, ValueError):
+                return None
+            good = (matrix >= self._lower) & (matrix <= self._upper)
+            if self._whole.any():
+                whole = matrix[self._whole]
+                good[self._whole] &= whole == np.floor(whole)
+            if _NONE in kinds:
+                good |= np.isnan(matrix) & self._nullable
+            if not good.all():
+                return None
+            narrow = matrix.astype(np.float32)
+            for i, spec in enumerate(self._numeric):
+                out[spec.name] = narrow[i].reshape(-1, 1)
+        for spec, lookup, number_like in self._categories:
+            raw = columns[spec.name]
+            kinds = set(map(type, raw))
+            if not kinds <= ({str, _NONE} | (_NUMBER_KINDS if number_like else set())):
+                return None
+            codes = np.fromiter(map(lookup.get, raw, repeat(UNKNOWN)), np.int32, len(raw))
+            if (codes == UNKNOWN).any() or (not spec.nullable and (codes == NULL).any()):
+                return None
+            out[spec.name] = self._levels[spec.name][codes].reshape(-1, 1)
+        return out
+
+    def _one(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, npt.NDArray[Any]] | None:
+        """`fast` for one row: the same rules on plain floats (numpy costs more than the check
+        for a single value)."""
+        out: dict[str, npt.NDArray[Any]] = {}
+        for spec in self._numeric:
+            value = columns[spec.name][0]
+            if value is None:
+                if not spec.nullable:
+                    return None
+                out[spec.name] = np.array([[math.nan]], dtype=np.float32)
+                continue
+            if type(value) not in _NUMBER_KINDS or not math.isfinite(value):
+                return None
+            if (spec.min is not None and value < spec.min) or (
+                spec.max is not None and value > spec.max
+            ):
+                return None
+            if spec.type == "integer" and value != math.floor(value):
+                return None
+            out[spec.name] = np.array([[value]], dtype=np.float32)
+        for spec, lookup, number_like in self._categories:
+            value = columns[spec.name][0]
+            kind = type(value)
+            if (
+                kind is not str
+                and value is not None
+                and not (number_like and kind in _NUMBER_KINDS)
+            ):
+                return None
+            code = lookup.get(value, UNKNOWN)
+            if code == UNKNOWN or (code == NULL and not spec.nullable):
+                return None
+            out[spec.name] = self._levels[spec.name][[code]].reshape(1, 1)  # NULL: the last
+        return out
 
 
 # --- Reading Polars columns (files) -----------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -100,7 +101,7 @@ class ColumnSpec(_Frozen):
         """Whether values are numbers (float or integer)."""
         return self.type != "category"
 
-    @property
+    @cached_property
     def number_like(self) -> bool:
         """Whether every category is a number, so that `1`, `1.0` and `"1"` all name category 1."""
         try:
