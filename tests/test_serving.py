@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -155,10 +156,11 @@ def test_overload_answers_503_at_once(
 ) -> None:
     app = create_app(Settings(model_dir=trained_dir, max_concurrency=1))
     with TestClient(app) as client:
-        app.front.inflight.count = 1  # type: ignore[attr-defined]  # one request already in flight
+        app.state.service.inflight.count = 1  # one request already being handled
         busy = client.post("/predict", json={"records": [card.example]})
         live = client.get("/health/live")
-        app.front.inflight.count = 0  # type: ignore[attr-defined]
+        ready = client.get("/health/ready")
+        app.state.service.inflight.count = 0
         ok = client.post("/predict", json={"records": [card.example]})
     assert busy.status_code == 503
     assert busy.headers["retry-after"] == "1"
@@ -166,6 +168,7 @@ def test_overload_answers_503_at_once(
     assert [r.levelname for r in overloads] == ["WARNING"]  # protection, not a fault
     assert busy.json()["detail"] == ["server overloaded; retry shortly"]
     assert live.status_code == 200
+    assert ready.status_code == 200  # readiness is never refused for load
     assert ok.status_code == 200
 
 
@@ -215,3 +218,36 @@ def test_metrics_name_documentation_routes_and_pool_unknown_paths(api: TestClien
     assert 'route="/openapi.json",status="200"' in text
     assert 'route="unmatched",status="404"' in text
     assert "/no/such/page" not in text
+
+
+def test_middleware_and_dependency_overrides_apply_to_predict(
+    trained_dir: Path, card: ModelCard
+) -> None:
+    """/predict is a FastAPI route like the others: what an app adds applies to it too."""
+    from fastapi import HTTPException
+    from starlette.middleware.base import BaseHTTPMiddleware
+
+    from mlops_template.serving.service import get_service
+
+    app = create_app(Settings(model_dir=trained_dir))
+
+    async def stamp(request: Any, call_next: Any) -> Any:
+        response = await call_next(request)
+        response.headers["x-added-by-the-app"] = "yes"
+        return response
+
+    def refuse() -> None:
+        raise HTTPException(status_code=401, detail="sign in first")
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=stamp)
+    with TestClient(app) as client:
+        stamped = client.post("/predict", json={"records": [card.example]})
+        app.dependency_overrides[get_service] = refuse
+        refused = client.post("/predict", json={"records": [card.example]})
+        refused_v2 = client.get(f"/v2/models/{card.name}")
+    assert stamped.status_code == 200
+    assert stamped.headers["x-added-by-the-app"] == "yes"
+    assert refused.status_code == 401
+    assert refused.json()["detail"] == ["sign in first"]
+    assert refused.headers["x-added-by-the-app"] == "yes"
+    assert refused_v2.status_code == 401

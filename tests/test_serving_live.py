@@ -178,9 +178,9 @@ def test_many_threads_many_requests_no_wrong_answer(
     assert calls <= 960  # never more calls than requests; fewer when batched
 
 
-def _inflight(url: str) -> float:
+def _gauge(url: str, name: str) -> float:
     metrics = get(f"{url}/metrics")[1]
-    line = next(x for x in metrics.splitlines() if x.startswith("http_requests_in_flight "))
+    line = next(x for x in metrics.splitlines() if x.startswith(f"{name} "))
     return float(line.split()[-1])
 
 
@@ -217,7 +217,7 @@ def test_sigterm_lets_every_accepted_request_finish_and_exits_0(
             sock.sendall(head.encode() + body[: len(body) // 2])
             clients.append(sock)
         deadline = time.monotonic() + 20
-        while _inflight(server.url) < 13:  # the twelve, and this /metrics request itself
+        while _gauge(server.url, "http_requests_receiving") < 12:
             assert time.monotonic() < deadline, "the server never held all twelve requests"
             time.sleep(0.01)
         server.process.send_signal(signal.SIGTERM)
@@ -294,3 +294,37 @@ def test_logs_are_json_with_request_ids_and_no_values(
     text = server.log.read_text()
     assert "47.123456" not in text
     assert "Atlantis" not in text
+
+
+def test_slow_uploads_hold_connections_not_the_server(
+    trained_dir: Path, tmp_path: Path, card: ModelCard
+) -> None:
+    """64 clients that send half a body and wait: other clients still predict, readiness still
+    answers, and each slow client gets 408 once its body deadline passes."""
+    body = json.dumps({"records": [card.example]}).encode()
+    settings = {
+        "MLOPS_TEMPLATE_BODY_TIMEOUT": "3",
+        "MLOPS_TEMPLATE_MAX_CONCURRENCY": "64",
+    }
+    with serving(trained_dir, tmp_path, **settings) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        slow = []
+        for _ in range(64):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            head = (
+                "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body[: len(body) // 2])
+            slow.append(sock)
+        deadline = time.monotonic() + 20
+        while _gauge(server.url, "http_requests_receiving") < 64:
+            assert time.monotonic() < deadline, "the slow uploads never all arrived"
+            time.sleep(0.01)
+        assert get(f"{server.url}/health/ready")[0] == 200
+        assert post(f"{server.url}/predict", {"records": [card.example]})[0] == 200
+        statuses = [_status(sock) for sock in slow]  # each waits out its own deadline
+        for sock in slow:
+            sock.close()
+        assert _gauge(server.url, "http_requests_receiving") == 0
+    assert statuses == [408] * 64

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(
         64, ge=1, description="Requests handled at once per process; more get 503 at once"
     )
+    body_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client gets to send a request's body; then 408"
+    )
     graceful_timeout: int = Field(
         30, ge=0, description="Seconds that requests in flight get to finish after SIGTERM"
     )

@@ -10,14 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
 
 from .. import __version__
 from .._fs import current_version
@@ -64,13 +62,6 @@ def _lifespan(settings: Settings, service: ModelService) -> Any:
     return lifespan
 
 
-async def _fast_predict(service: ModelService, scope: Scope, body: bytes) -> bytes:
-    content_type = next(
-        (v.decode("latin-1") for k, v in scope["headers"] if k == b"content-type"), ""
-    )
-    return await predict.predict_json(service, content_type, body)
-
-
 def _request_id(request: Request) -> str | None:
     value = request.scope.get("state", {}).get("request_id")
     return value if isinstance(value, str) else None
@@ -111,7 +102,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _openapi(app: FastAPI, schemas: PredictSchemas) -> Any:
-    """The OpenAPI schema, with the request bodies that the fast routes read themselves."""
+    """The OpenAPI schema, with the request bodies that the routes read themselves."""
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -129,18 +120,6 @@ def _openapi(app: FastAPI, schemas: PredictSchemas) -> Any:
     return openapi
 
 
-class ModelServer(FastAPI):
-    """A FastAPI app whose serving middleware runs first, before FastAPI's own layers."""
-
-    front: ServingMiddleware | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.front is not None:
-            await self.front(scope, receive, send)
-        else:
-            await super().__call__(scope, receive, send)
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application for the model in `settings.model_dir`."""
     settings = settings or Settings()
@@ -154,7 +133,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         inflight=inflight,
     )
-    app = ModelServer(
+    app = FastAPI(
         title=f"{card.name} model server",
         version=__version__,
         description=(
@@ -171,13 +150,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     _install_error_handlers(app)
     app.openapi = _openapi(app, schemas)  # type: ignore[method-assign]
-    app.front = ServingMiddleware(
-        partial(FastAPI.__call__, app),
-        fast_routes={("POST", predict.PATH): partial(_fast_predict, service)},
+    app.add_middleware(
+        ServingMiddleware,
         metrics=metrics,
         inflight=inflight,
         max_body_bytes=settings.max_body_bytes,
         max_concurrency=settings.max_concurrency,
+        body_timeout=settings.body_timeout,
         log_requests=settings.log_requests,
     )
     return app

@@ -35,6 +35,11 @@ class ServingMetrics:
         self.inflight = Gauge(
             "http_requests_in_flight", "Requests being handled", registry=self.registry
         )
+        self.receiving = Gauge(
+            "http_requests_receiving",
+            "Requests whose body is still arriving (they hold a connection, not the model)",
+            registry=self.registry,
+        )
         self.rejected = Counter(
             "http_requests_rejected_overload",
             "Requests answered 503 by the overload limit",

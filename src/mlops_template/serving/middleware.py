@@ -1,60 +1,59 @@
-"""One pure-ASGI middleware for what every request needs, kept off FastAPI's slower layers.
+"""One pure-ASGI middleware for what every request needs, in the app's middleware stack.
 
-It gives each request an id, refuses bodies over the size limit (413, with or without a
-Content-Length header), answers 503 at once past the concurrency limit, counts and times every
-response for Prometheus, and logs errors (never bodies or values).
+It gives each request an id, reads the body within a deadline (408) and a size limit (413, with
+or without a Content-Length header), answers 503 at once when the requests being handled
+reach the concurrency limit, counts and times every response for Prometheus, and logs errors
+(never bodies or values). It is added with `app.add_middleware`, like any other, so that every
+route, `/predict` included, goes through FastAPI's routing, dependencies and exception handlers.
 
-It also answers the hot routes (`POST /predict`) itself, calling the same function as their
-FastAPI route: on a one-row request, FastAPI's routing and dependency layers cost more than the
-model. FastAPI still owns every other route, the OpenAPI schema and `/docs`.
+Only requests whose body has arrived count towards the limit: a slow upload holds a
+connection, not the model, and readiness, liveness and metrics are never refused for load.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ApiError, ModelOutputError
 from .batching import InFlight
 from .metrics import ServingMetrics
 from .service import error_body
 
-__all__ = ["FastRoute", "ServingMiddleware"]
-
-FastRoute = Callable[[Scope, bytes], Awaitable[bytes]]
-"""A handler for one (method, path) that the middleware answers itself: raw body in, JSON out."""
+__all__ = ["ServingMiddleware"]
 
 log = logging.getLogger(__name__.rsplit(".", 1)[0])
 _REQUEST_ID = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
-_ALWAYS_ANSWERED = frozenset({"/health/live", "/v2/health/live", "/metrics"})
+_ALWAYS_ANSWERED = frozenset(
+    {"/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/metrics"}
+)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 class ServingMiddleware:
-    """Request ids, body size and concurrency limits, metrics and error logs."""
+    """Request ids, body deadline and size limit, concurrency limit, metrics and error logs."""
 
     def __init__(
         self,
         app: ASGIApp,
         *,
-        fast_routes: dict[tuple[str, str], FastRoute] | None = None,
         metrics: ServingMetrics,
         inflight: InFlight,
         max_body_bytes: int,
         max_concurrency: int,
+        body_timeout: float,
         log_requests: bool = False,
     ) -> None:
         self.app = app
-        self.fast_routes = fast_routes or {}
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_concurrency = max_concurrency
+        self.body_timeout = body_timeout
         self.log_requests = log_requests
         self.inflight = inflight
 
@@ -75,9 +74,8 @@ class ServingMiddleware:
                 message["headers"] = [*message.get("headers", ()), id_header]
             await send(message)
 
-        async def reply(
-            code: int, body: bytes, headers: tuple[tuple[bytes, bytes], ...] = ()
-        ) -> None:
+        async def fail(code: int, detail: list[str], *headers: tuple[bytes, bytes]) -> None:
+            body = error_body(detail, request_id, scope["path"])
             base = (
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
@@ -90,50 +88,38 @@ class ServingMiddleware:
             await send_with_id(start_message)
             await send_with_id({"type": "http.response.body", "body": body})
 
-        async def fail(
-            code: int, detail: list[str], headers: tuple[tuple[bytes, bytes], ...] = ()
-        ) -> None:
-            await reply(code, error_body(detail, request_id, scope["path"]), headers)
-
         path, method = scope["path"], scope["method"]
         if method == "HEAD":  # answered as GET; the server sends the headers, not the body
             scope = {**scope, "method": "GET"}
-        if self.inflight.count >= self.max_concurrency and path not in _ALWAYS_ANSWERED:
-            self.metrics.rejected.inc()
-            await fail(503, ["server overloaded; retry shortly"], ((b"retry-after", b"1"),))
-            self._finish(scope, method, status, start, request_id)
-            return
-        self.inflight.count += 1
-        self.metrics.inflight.inc()
         try:
             if method in _BODY_METHODS:
-                body = await self._read_body(scope, receive)
+                self.metrics.receiving.inc()
+                try:
+                    async with asyncio.timeout(self.body_timeout):
+                        body = await self._read_body(scope, receive)
+                except TimeoutError:
+                    limit = f"request body not received within {self.body_timeout:g} s"
+                    await fail(408, [limit], (b"connection", b"close"))
+                    return
+                finally:
+                    self.metrics.receiving.dec()
                 if body is None:
                     limit = f"request body larger than {self.max_body_bytes} bytes"
-                    await fail(413, [limit], ((b"connection", b"close"),))
-                    return
-                handler = self.fast_routes.get((method, path))
-                if handler is not None:
-                    scope["route"] = _FastRouteLabel(path)
-                    try:
-                        await reply(200, await handler(scope, body))
-                    except ApiError as exc:
-                        headers = tuple(
-                            (k.lower().encode(), v.encode()) for k, v in (exc.headers or {}).items()
-                        )
-                        await fail(exc.status, exc.detail, headers)
-                    except ModelOutputError as exc:
-                        log.error("model output not finite", extra={"request_id": request_id})
-                        await fail(500, [str(exc)])
-                    except Exception:
-                        log.exception("unhandled error", extra={"request_id": request_id})
-                        await fail(500, ["internal server error"])
+                    await fail(413, [limit], (b"connection", b"close"))
                     return
                 receive = _replay(body, receive)
-            await self.app(scope, receive, send_with_id)
+            if self.inflight.count >= self.max_concurrency and path not in _ALWAYS_ANSWERED:
+                self.metrics.rejected.inc()
+                await fail(503, ["server overloaded; retry shortly"], (b"retry-after", b"1"))
+                return
+            self.inflight.count += 1
+            self.metrics.inflight.inc()
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self.inflight.count -= 1
+                self.metrics.inflight.dec()
         finally:
-            self.inflight.count -= 1
-            self.metrics.inflight.dec()
             self._finish(scope, method, status, start, request_id)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
@@ -178,13 +164,6 @@ class ServingMiddleware:
                 "duration_ms": round(seconds * 1000, 3),
             }
             log.log(level, "request", extra=fields)
-
-
-class _FastRouteLabel:
-    """Stands in for a Starlette route in `scope["route"]`, for the metrics' route label."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
 
 
 def _request_id(scope: Scope) -> str:

@@ -17,10 +17,10 @@ from ..schemas import PredictSchemas
 from ..service import (
     JSONBytesResponse,
     ModelService,
+    ServiceDep,
     check_json_content_type,
     dumps,
     error_responses,
-    get_service,
 )
 
 __all__ = ["PATH", "build_router", "predict_json", "read_records", "render"]
@@ -116,12 +116,7 @@ def render(service: ModelService, prediction: Prediction) -> dict[str, Any]:
 
 
 async def predict_json(service: ModelService, content_type: str, body: bytes) -> bytes:
-    """The whole of `/predict`, from the raw body to the JSON answer; raises `ApiError`.
-
-    The server's middleware calls it directly for `POST /predict`, skipping FastAPI's routing,
-    dependency solving and body parsing, which cost more than the model call itself on small
-    requests; the FastAPI route below calls the same function, and documents it.
-    """
+    """The whole of `/predict`, from the raw body to the JSON answer; raises `ApiError`."""
     if not service.ready or service.model is None or service.batcher is None:
         raise ApiError(503, ["model not ready"], {"Retry-After": "1"})
     check_json_content_type(content_type)
@@ -149,14 +144,13 @@ def build_router(schemas: PredictSchemas) -> APIRouter:
         openapi_extra={"requestBody": request_body},
         summary="Predict a batch of records",
     )
-    async def predict(request: Request) -> JSONBytesResponse:
+    async def predict(request: Request, service: ServiceDep) -> JSONBytesResponse:
         """Predict each record's label and class probabilities (or value, for regression).
 
-        The body is validated straight from its raw bytes against the model card's features:
-        every feature is required (null where the card allows a missing value), categories and
-        numeric ranges are enforced, and NaN or infinity is refused.
+        Every feature is required (null where the card allows a missing value), categories and
+        numeric ranges are enforced, and NaN or infinity is refused: the data contract checks
+        each column of the batch at once, with the same rules and messages as `prepare`.
         """
-        service = await get_service(request)
         content_type = request.headers.get("content-type", "")
         return JSONBytesResponse(await predict_json(service, content_type, await request.body()))
 

@@ -19,7 +19,6 @@ from ..service import (
     ServiceDep,
     dumps,
     error_responses,
-    get_service,
     parse_json,
     require_json,
 )
@@ -206,11 +205,10 @@ _INFER = {
     **_INFER,  # type: ignore[arg-type]
 )
 async def infer(
-    model_name: str, request: Request, model_version: str | None = None
+    model_name: str, request: Request, service: ServiceDep, model_version: str | None = None
 ) -> JSONBytesResponse:
     """One input tensor per feature (`BYTES` for categories, numeric for numbers), `[rows]` or
     `[rows, 1]`; answers the `label` and `probabilities` tensors, or `value` for regression."""
-    service = await get_service(request)  # not a dependency: see routes/predict.py
     card = _model(service, model_name, model_version)
     require_json(request)
     parsed: InferRequest = parse_json(_INFER_REQUEST, await request.body())
