@@ -19,8 +19,10 @@ CLI := $(RUN) mlops-template
 
 .PHONY: help install hooks format lint check-conflicts typecheck test test-fast all prepare train evaluate predict serve info bench update clean
 
-help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+help: ## Show this help (in colour on a terminal)
+	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / \
+		{printf "  %s%-16s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
@@ -96,7 +98,8 @@ update: $(VENV) ## Take the template's latest release (copier update), keeping y
 	@git status --short
 
 clean: ## Remove generated data, models and caches
-	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache
+	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache \
+		.hypothesis
 
 # The template's own targets (new, sync-template, …) live beside it; projects made from it have none.
 -include generator.mk

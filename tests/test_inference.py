@@ -5,6 +5,7 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -191,3 +192,23 @@ print(sorted(n for n in sys.modules if n.split('.')[0] in roots))
     assert "mlops_template.inference" in loaded
     training = ("sklearn", "skl2onnx", "mlops_template.train")
     assert not [n for n in loaded if n.startswith(training)]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda classes: classes[:-1], "probabilities per row; its card lists 2 classes"),
+        (lambda classes: classes[::-1], "is not its most probable class"),
+    ],
+    ids=["a class missing from the card", "the card's classes in another order"],
+)
+def test_a_model_whose_outputs_break_its_card_is_refused_at_load(
+    model_dir: Path, change: Any, message: str
+) -> None:
+    path = current_version(model_dir) / CARD_FILE
+    card = json.loads(path.read_text())
+    card["classes"] = change(card["classes"])
+    path.write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError, match="outputs break its card") as caught:
+        OnnxModel.load(model_dir)
+    assert message in str(caught.value)

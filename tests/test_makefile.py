@@ -1,0 +1,35 @@
+"""The Makefile as people and scripts meet it: plain help when piped, a clean that cleans."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+from .conftest import ROOT
+
+
+def make(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["make", "--no-print-directory", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def test_help_lists_the_targets_without_colour_codes_when_piped() -> None:
+    result = make("help", cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "\\033" not in result.stdout
+    assert "\x1b" not in result.stdout
+    for target in ("install", "lint", "test", "train", "serve", "bench", "clean"):
+        assert f"  {target} " in result.stdout
+
+
+def test_clean_removes_outputs_and_caches(tmp_path: Path) -> None:
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    made = ["data/processed", "models", ".pytest_cache", ".mypy_cache", ".hypothesis"]
+    for name in made:
+        (tmp_path / name).mkdir(parents=True)
+    (tmp_path / "data" / "raw").mkdir()
+    assert make("clean", cwd=tmp_path).returncode == 0
+    assert [name for name in made if (tmp_path / name).exists()] == []
+    assert (tmp_path / "data" / "raw").is_dir()  # the data is the user's
