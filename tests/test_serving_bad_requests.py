@@ -429,6 +429,9 @@ def test_non_finite_values_are_never_echoed(api: TestClient, literal: str) -> No
     assert literal.lstrip("-") not in response.text
     v2_body = json.dumps(v2()).replace("47.5", literal).encode()
     response = api.post("/v2/models/penguins/infer", content=v2_body, headers=JSON)
+    if literal == "NaN":  # v2's documented encoding of a missing number (the feature allows one)
+        assert response.status_code == 200, response.text
+        return
     assert response.status_code == 422, response.text
     assert "not a finite number" in response.text
     assert literal.lstrip("-") not in response.text

@@ -130,7 +130,7 @@ Datatype = Literal[
     "FP64",
     "BYTES",
 ]
-Scalar = float | str | bool | None
+Scalar = bool | int | float | str | None
 
 
 class RequestInput(BaseModel):
@@ -141,7 +141,9 @@ class RequestInput(BaseModel):
     shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=2)
     datatype: Datatype
     parameters: dict[str, Scalar] | None = None
-    data: list[Scalar]
+    data: list[Scalar] | None = Field(
+        None, description="The values, row-major; absent when they follow as binary data"
+    )
 
 
 class RequestOutput(BaseModel):

@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from pydantic import TypeAdapter
 
 from ... import __version__
 from ...card import ModelCard
 from ...errors import ApiError, InputValidationError
-from ..schemas import InferRequest, InferResponse, ModelMetadata, ServerMetadata, TensorMetadata
+from ..schemas import (
+    InferRequest,
+    InferResponse,
+    ModelMetadata,
+    RequestInput,
+    ServerMetadata,
+    TensorMetadata,
+)
 from ..service import (
     JSONBytesResponse,
     ModelService,
@@ -90,8 +100,98 @@ def _model(service: ModelService, name: str, version: str | None = None) -> Mode
     return card
 
 
+_HEADER_LENGTH = "inference-header-content-length"
+_BINARY_TYPES = {
+    "FP16": "<f2",
+    "FP32": "<f4",
+    "FP64": "<f8",
+    "INT8": "<i1",
+    "INT16": "<i2",
+    "INT32": "<i4",
+    "INT64": "<i8",
+    "UINT8": "<u1",
+    "UINT16": "<u2",
+    "UINT32": "<u4",
+    "UINT64": "<u8",
+}
+
+
+def _split_body(request: Request, body: bytes) -> tuple[bytes, bytes]:
+    """The JSON header and the binary data of a request in the binary tensor extension."""
+    length = request.headers.get(_HEADER_LENGTH)
+    if length is None:
+        return body, b""
+    if not length.isdigit() or int(length) > len(body):
+        raise ApiError(400, [f"{_HEADER_LENGTH}: {length[:20]!r} is not a length within the body"])
+    return body[: int(length)], body[int(length) :]
+
+
+def _binary_values(tensor: RequestInput, index: int, blob: memoryview) -> list[Any]:
+    """A tensor's values from the binary tensor extension: little-endian numbers (NaN for a
+    missing number), or BYTES as 4-byte lengths and UTF-8 text (empty for a missing label)."""
+    where = f"inputs[{index}]"
+    if tensor.datatype == "BYTES":
+        values: list[Any] = []
+        offset = 0
+        while offset < len(blob):
+            if offset + 4 > len(blob):
+                raise ApiError(400, [f"{where}: BYTES data ends inside an element's length"])
+            (size,) = struct.unpack_from("<I", blob, offset)
+            text = bytes(blob[offset + 4 : offset + 4 + size])
+            if len(text) != size:
+                raise ApiError(400, [f"{where}: BYTES data ends inside an element"])
+            try:
+                values.append(text.decode("utf-8") or None)
+            except UnicodeDecodeError:
+                raise ApiError(400, [f"{where}: BYTES element is not UTF-8 text"]) from None
+            offset += 4 + size
+        return values
+    if tensor.datatype not in _BINARY_TYPES:
+        raise ApiError(422, [f"{where}.datatype: no binary form for {tensor.datatype}"])
+    dtype = np.dtype(_BINARY_TYPES[tensor.datatype])
+    if len(blob) % dtype.itemsize:
+        raise ApiError(400, [f"{where}: {len(blob)} bytes is not a whole number of {dtype}"])
+    array = np.frombuffer(blob, dtype=dtype)
+    if dtype.kind != "f":
+        return list(array.tolist())
+    values_array = array.astype(np.float64).astype(object)
+    values_array[np.isnan(array)] = None  # the documented encoding of a missing number
+    return list(values_array.tolist())
+
+
+def _missing_as_none(datatype: str, data: list[Any] | None) -> list[Any] | None:
+    """The protocol's missing values as the contract's None: NaN for a number (the Triton
+    client writes a NaN it is given as a bare `NaN`), the empty string for a label."""
+    if data is None:
+        return None
+    if datatype == "BYTES":
+        return [None if v == "" else v for v in data]
+    return [None if isinstance(v, float) and math.isnan(v) else v for v in data]
+
+
+def _tensor_values(parsed: InferRequest, binary: bytes) -> list[list[Any] | None]:
+    """Every input tensor's values, from its `data` or from the binary data that follows."""
+    blob = memoryview(binary)
+    offset = 0
+    values: list[list[Any] | None] = []
+    for i, tensor in enumerate(parsed.inputs):
+        size = (tensor.parameters or {}).get("binary_data_size")
+        if size is None:
+            values.append(_missing_as_none(tensor.datatype, tensor.data))
+            continue
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise ApiError(422, [f"inputs[{i}].parameters.binary_data_size: not a size"])
+        if offset + size > len(blob):
+            raise ApiError(400, [f"inputs[{i}]: binary data shorter than binary_data_size"])
+        values.append(_binary_values(tensor, i, blob[offset : offset + size]))
+        offset += size
+    if offset != len(blob):
+        raise ApiError(400, [f"{len(blob) - offset} bytes of binary data belong to no input"])
+    return values
+
+
 def _columns(
-    request: InferRequest, card: ModelCard, max_rows: int
+    request: InferRequest, card: ModelCard, max_rows: int, data: list[list[Any] | None]
 ) -> tuple[dict[str, list[Any]], int]:
     """Each feature's values from its tensor, with every problem of names, shapes and types."""
     specs = {f.name: f for f in card.features}
@@ -119,10 +219,12 @@ def _columns(
         if len(tensor.shape) == 2 and tensor.shape[1] != 1:
             issues.append(f"inputs[{i}].shape: must be [rows] or [rows, 1], got {tensor.shape}")
         size = math.prod(tensor.shape)
-        if size != len(tensor.data):
+        values = data[i]
+        if values is None:
+            issues.append(f"inputs[{i}].data: missing (and no binary_data_size parameter)")
+        elif size != len(values):
             issues.append(
-                f"inputs[{i}].data: {len(tensor.data)} values, "
-                f"but shape {tensor.shape} needs {size}"
+                f"inputs[{i}].data: {len(values)} values, but shape {tensor.shape} needs {size}"
             )
         if rows is None:
             rows = tensor.shape[0]
@@ -136,7 +238,7 @@ def _columns(
         issues.append(f"inputs: {rows} rows, more than this server's limit of {max_rows}")
     if issues:
         raise ApiError(422, issues)
-    return {name: request.inputs[i].data for name, i in found.items()}, rows or 0
+    return {name: data[i] or [] for name, i in found.items()}, rows or 0
 
 
 @router.get("", response_model=ServerMetadata, summary="Server metadata")
@@ -206,13 +308,24 @@ _INFER = {
 )
 async def infer(
     model_name: str, request: Request, service: ServiceDep, model_version: str | None = None
-) -> JSONBytesResponse:
+) -> Response:
     """One input tensor per feature (`BYTES` for categories, numeric for numbers), `[rows]` or
     `[rows, 1]`; answers the `label` and `probabilities` tensors, or `value` for regression."""
     card = _model(service, model_name, model_version)
     require_json(request)
-    parsed: InferRequest = parse_json(_INFER_REQUEST, await request.body())
-    columns, rows = _columns(parsed, card, service.schemas.max_rows)
+    header, binary = _split_body(request, await request.body())
+    parsed: InferRequest = parse_json(_INFER_REQUEST, header)
+    known = {o.name for o in _outputs(card)}
+    wanted = {o.name: o for o in parsed.outputs or ()}
+    if set(wanted) - known:
+        raise ApiError(
+            422,
+            [
+                f"outputs: unknown output {n[:60]!r} (outputs: {', '.join(sorted(known))})"
+                for n in sorted(set(wanted) - known)
+            ],
+        )
+    columns, rows = _columns(parsed, card, service.schemas.max_rows, _tensor_values(parsed, binary))
     assert service.model is not None
     assert service.batcher is not None
     try:
@@ -221,47 +334,50 @@ async def infer(
         raise ApiError(422, [str(issue) for issue in exc.issues[:20]]) from None
     prediction = await service.batcher.predict(feed, rows)
     service.metrics.predicted(prediction)
-    wanted = {o.name for o in parsed.outputs or ()}
-    known = {o.name for o in _outputs(card)}
-    if wanted - known:
-        raise ApiError(
-            422,
-            [
-                f"outputs: unknown output {n[:60]!r} (outputs: {', '.join(sorted(known))})"
-                for n in sorted(wanted - known)
-            ],
-        )
-    outputs: list[dict[str, Any]] = []
+    tensors: list[tuple[str, str, list[int], Any]] = []
     if prediction.values is not None:
-        outputs.append(
-            {"name": "value", "datatype": "FP32", "shape": [rows], "data": prediction.values}
-        )
+        tensors.append(("value", "FP32", [rows], prediction.values))
     else:
         assert prediction.labels is not None
         assert prediction.probabilities is not None
-        outputs.append(
-            {
-                "name": "label",
-                "datatype": "BYTES",
-                "shape": [rows],
-                "data": prediction.labels.tolist(),
-            }
-        )
+        tensors.append(("label", "BYTES", [rows], prediction.labels))
         shape = list(prediction.probabilities.shape)
-        outputs.append(
-            {
-                "name": "probabilities",
-                "datatype": "FP32",
-                "shape": shape,
-                "data": prediction.probabilities.ravel(),
-            }
-        )
-    if wanted:
-        outputs = [o for o in outputs if o["name"] in wanted]
+        tensors.append(("probabilities", "FP32", shape, prediction.probabilities))
+    every_binary = bool((parsed.parameters or {}).get("binary_data_output"))
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name, datatype, shape, array in tensors:
+        if wanted and name not in wanted:
+            continue
+        asked = wanted.get(name)
+        binary_out = (asked.parameters or {}).get("binary_data") if asked else None
+        output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+        if binary_out if binary_out is not None else every_binary:
+            blob = _binary(datatype, array)
+            output["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            output["data"] = array.tolist() if datatype == "BYTES" else array.ravel()
+        outputs.append(output)
     answer = {
         "model_name": card.name,
         "model_version": card.version,
         "id": parsed.id,
         "outputs": outputs,
     }
-    return JSONBytesResponse(dumps(answer))
+    body = dumps(answer)
+    if not blobs:
+        return JSONBytesResponse(body)
+    return Response(
+        body + b"".join(blobs),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(body))},
+    )
+
+
+def _binary(datatype: str, array: Any) -> bytes:
+    """An output tensor in the binary tensor extension's encoding."""
+    if datatype == "BYTES":
+        encoded = [str(v).encode("utf-8") for v in array.tolist()]
+        return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
+    return bytes(np.ascontiguousarray(array, dtype="<f4").tobytes())
