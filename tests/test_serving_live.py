@@ -328,3 +328,45 @@ def test_slow_uploads_hold_connections_not_the_server(
             sock.close()
         assert _gauge(server.url, "http_requests_receiving") == 0
     assert statuses == [408] * 64
+
+
+def _rss_mib(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def _answer(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_heads_too_large_too_many_or_too_slow_are_refused(
+    trained_dir: Path, tmp_path: Path, card: ModelCard
+) -> None:
+    """Four 32 MiB headers get 431 while the server's memory stays put (httptools would hold
+    each whole); 101 headers get 431; a head that trickles gets 408; others are served."""
+    limits = {"MLOPS_TEMPLATE_HEAD_TIMEOUT": "1"}
+    with serving(trained_dir, tmp_path, **limits) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        before = _rss_mib(server.process.pid)
+        for _ in range(4):
+            with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+                sock.sendall(b"GET /health/ready HTTP/1.1\r\nHost: x\r\nX-Big: ")
+                with contextlib.suppress(OSError):  # the server may close while we send
+                    for _ in range(32):
+                        sock.sendall(b"a" * 2**20)
+                answer = _answer(sock)
+            assert answer.startswith(b"HTTP/1.1 431 "), answer[:80]
+        assert _rss_mib(server.process.pid) - before < 32
+        many = "".join(f"X-H{i}: {i}\r\n" for i in range(101))
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(f"GET /health/ready HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
+            assert _answer(sock).startswith(b"HTTP/1.1 431 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and then nothing
+            answer = _answer(sock)  # within the one-second deadline, not the socket's 30
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+        assert post(f"{server.url}/predict", {"records": [card.example]})[0] == 200
+        assert get(f"{server.url}/health/ready")[0] == 200

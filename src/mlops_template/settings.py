@@ -39,6 +39,13 @@ class Settings(BaseSettings):
     max_concurrency: int = Field(
         64, ge=1, description="Requests handled at once per process; more get 503 at once"
     )
+    max_head_bytes: int = Field(
+        64 * 1024, ge=1024, description="Largest request line and headers; more get 431"
+    )
+    max_headers: int = Field(100, ge=8, description="Most request headers; more get 431")
+    head_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client gets to send a request's headers; then 408"
+    )
     body_timeout: float = Field(
         10.0, gt=0, description="Seconds a client gets to send a request's body; then 408"
     )

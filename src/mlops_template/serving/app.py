@@ -164,4 +164,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """The factory uvicorn calls in each worker: settings from the environment."""
-    return create_app(Settings())
+    settings = Settings()
+    try:
+        from .protocol import configure
+    except ImportError:  # no httptools (Windows): uvicorn's h11 protocol, with its own limits
+        pass
+    else:
+        configure(settings.max_head_bytes, settings.max_headers, settings.head_timeout)
+    return create_app(settings)

@@ -6,6 +6,7 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -44,7 +45,7 @@ def run(settings: Settings, *, banner: str | None = None) -> None:
         port=settings.port,
         workers=settings.workers,
         loop="auto",  # uvloop where installed
-        http="auto",  # httptools where installed
+        http=_protocol(),  # httptools with bounds on request heads, where installed
         access_log=False,  # the middleware counts every request; errors are logged
         log_config=logging_config(settings.log_level),
         timeout_graceful_shutdown=settings.graceful_timeout,
@@ -54,3 +55,11 @@ def run(settings: Settings, *, banner: str | None = None) -> None:
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def _protocol() -> Any:
+    try:
+        from .protocol import BoundedHttpToolsProtocol
+    except ImportError:  # no httptools (Windows): uvicorn's h11 protocol
+        return "h11"
+    return BoundedHttpToolsProtocol
