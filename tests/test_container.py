@@ -182,6 +182,8 @@ def test_the_image_commands_install_and_serve_outside_docker(
         assert status == 200
         assert body["predictions"][0]["label"] in card["classes"]
         assert get(f"http://127.0.0.1:{port}/health/ready")[0] == 200
+        # The installed package carries its docs assets (package data reaches the image).
+        assert get(f"http://127.0.0.1:{port}/static/swagger-ui/swagger-ui-bundle.js")[0] == 200
     finally:
         server.terminate()
         server.wait(timeout=20)

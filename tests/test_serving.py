@@ -213,7 +213,10 @@ def test_metrics_name_documentation_routes_and_pool_unknown_paths(api: TestClien
     api.get("/docs")
     api.get("/openapi.json")
     api.get("/no/such/page")
+    api.get("/static/swagger-ui/no-such-file.js")
     text = api.get("/metrics").text
+    assert 'route="/static",status="404"' in text
+    assert "no-such-file" not in text
     assert 'route="/docs",status="200"' in text
     assert 'route="/openapi.json",status="200"' in text
     assert 'route="unmatched",status="404"' in text
@@ -251,3 +254,20 @@ def test_middleware_and_dependency_overrides_apply_to_predict(
     assert refused.json()["detail"] == ["sign in first"]
     assert refused.headers["x-added-by-the-app"] == "yes"
     assert refused_v2.status_code == 401
+
+
+def test_docs_work_with_no_network(api: TestClient) -> None:
+    """Swagger UI comes from the package's own copy, not from a CDN."""
+    import re
+
+    page = api.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources
+    assert all(url.startswith("/") for url in sources), sources  # nothing from another host
+    for url in sources:
+        asset = api.get(url)
+        assert asset.status_code == 200, url
+        assert len(asset.content) > 500
+    assert "openapi.json" in page.text
+    assert api.get("/redoc").status_code == 404  # ReDoc loads from a CDN: not offered

@@ -469,3 +469,28 @@ def test_head_answers_like_get_without_a_body(api: TestClient, path: str) -> Non
     response = api.head(path)
     assert response.status_code == 200
     assert response.content == b""
+
+
+def test_a_key_given_twice_is_refused_wherever_it_is(api: TestClient) -> None:
+    row = json.dumps(EXAMPLE)[1:-1]
+    twice_in_a_record = ('{"records": [{' + row + ', "sex": "female"}]}').encode()
+    twice_at_the_top = ('{"records": [{' + row + '}], "records": []}').encode()
+    for content in (twice_in_a_record, twice_at_the_top):
+        response = api.post("/predict", content=content, headers=JSON)
+        assert response.status_code == 400, response.text
+        assert "is given twice" in response.json()["detail"][0]
+    colon_in_a_value = body({"island": "Dream"}).replace(b'"Dream"', b'"Dre:am"')
+    response = api.post("/predict", content=colon_in_a_value, headers=JSON)
+    assert response.status_code == 422  # a colon in a string is not a key: no false alarm
+    assert "unknown category" in response.text
+
+
+def test_unknown_keys_are_never_echoed_at_length(api: TestClient) -> None:
+    huge_key = body({"k" * 1_000_000: 1})
+    response = api.post("/predict", content=huge_key, headers=JSON)
+    assert response.status_code in (413, 422)
+    assert len(response.content) < 2_000
+    many_keys = body({f"extra_{i}": i for i in range(4_000)})
+    response = api.post("/predict", content=many_keys, headers=JSON)
+    assert response.status_code in (413, 422)
+    assert len(response.content) < 4_000

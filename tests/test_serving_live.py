@@ -370,3 +370,12 @@ def test_heads_too_large_too_many_or_too_slow_are_refused(
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
         assert post(f"{server.url}/predict", {"records": [card.example]})[0] == 200
         assert get(f"{server.url}/health/ready")[0] == 200
+        # A large body in the same write as its head is a body, not a head: served.
+        big = json.dumps({"records": [card.example] * 1024}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            head = (
+                "POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(big)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + big)
+            assert _answer(sock).startswith(b"HTTP/1.1 200 ")

@@ -10,11 +10,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -120,6 +124,24 @@ def _openapi(app: FastAPI, schemas: PredictSchemas) -> Any:
     return openapi
 
 
+_STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _install_docs(app: FastAPI) -> None:
+    """`/docs`, Swagger UI from the package's own copy, so it works with no network."""
+    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title}: docs",
+            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/static/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application for the model in `settings.model_dir`."""
     settings = settings or Settings()
@@ -143,8 +165,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ),
         lifespan=_lifespan(settings, service),
         telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
+        docs_url=None,  # served below from vendored files: FastAPI's page loads them from a CDN
+        redoc_url=None,
     )
     app.state.service = service
+    _install_docs(app)
     app.include_router(predict.build_router(schemas))
     app.include_router(v2.router)
     app.include_router(health.router)

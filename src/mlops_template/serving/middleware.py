@@ -149,8 +149,8 @@ class ServingMiddleware:
         # A FastAPI route names itself; another matched route (/docs, /openapi.json) by its
         # path; anything else is one label, so that no client can add label values at will.
         route = getattr(scope.get("route"), "path", None) or (
-            scope["path"] if "endpoint" in scope else "unmatched"
-        )
+            (scope.get("root_path") or scope["path"]) if "endpoint" in scope else "unmatched"
+        )  # a mount (/static) by its own path, so that no client can add label values at will
         self.metrics.observe(method, route, status, seconds)
         if status >= 500 or self.log_requests or (status >= 400 and log.isEnabledFor(logging.INFO)):
             # Overload (503) is the server protecting itself, not a fault: a warning.

@@ -38,6 +38,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._discarding = False
         self._began = False
+        self._tail = b""  # the last bytes seen, so a head's end split over two chunks is found
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -54,7 +55,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._discarding:
             return  # refused: what still arrives is dropped, not buffered
         if self._reading_head:
-            self._head_bytes += len(data)
+            # Count the head only: a chunk may hold its end and the body that follows.
+            window = self._tail + data
+            end = window.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
+            self._tail = window[-3:]
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(431, f"request headers larger than {self.max_head_bytes} bytes")
                 return
@@ -89,6 +94,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._reading_head = self._began = False
         self._head_bytes = 0  # the next request's head is counted afresh
+        self._tail = b""
         self._stop_head_timer()
         super().on_headers_complete()
 

@@ -58,6 +58,19 @@ def read_records(body: bytes, card: ModelCard, max_rows: int) -> dict[str, list[
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, [f"body is not valid JSON: {str(exc)[:120]}"]) from None
+    try:
+        return _envelope(body, data, card, max_rows)
+    except ApiError as exc:
+        # A key given twice may be why the envelope looks wrong (the parser kept the last).
+        twice = _duplicate_keys(body) if exc.status == 422 else []
+        if twice:
+            raise ApiError(
+                400, [f"body: key {_shown(k)} is given twice" for k in twice[:_LINES]]
+            ) from None
+        raise
+
+
+def _envelope(body: bytes, data: Any, card: ModelCard, max_rows: int) -> dict[str, list[Any]]:
     if type(data) is not dict or "records" not in data:
         raise ApiError(422, ["body: expected an object with a `records` list"])
     if len(data) > 1:
