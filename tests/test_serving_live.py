@@ -184,6 +184,26 @@ def _gauge(url: str, name: str) -> float:
     return float(line.split()[-1])
 
 
+def _half_sent(url: str, body: bytes, count: int) -> list[socket.socket]:
+    """`count` POST /predict requests that send half their body and wait, once the server
+    holds them all (its http_requests_receiving gauge says so)."""
+    port = int(url.rsplit(":", 1)[1])
+    clients = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+        head = (
+            "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        sock.sendall(head.encode() + body[: len(body) // 2])
+        clients.append(sock)
+    deadline = time.monotonic() + 20
+    while _gauge(url, "http_requests_receiving") < count:
+        assert time.monotonic() < deadline, f"the server never held all {count} requests"
+        time.sleep(0.01)
+    return clients
+
+
 def _status(sock: socket.socket) -> int:
     head = b""
     while b"\r\n" not in head:
@@ -207,19 +227,7 @@ def test_sigterm_lets_every_accepted_request_finish_and_exits_0(
     body = json.dumps({"records": [card.example] * 64}).encode()
     with serving(trained_dir, tmp_path) as server:
         port = int(server.url.rsplit(":", 1)[1])
-        clients = []
-        for _ in range(12):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-            head = (
-                "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body[: len(body) // 2])
-            clients.append(sock)
-        deadline = time.monotonic() + 20
-        while _gauge(server.url, "http_requests_receiving") < 12:
-            assert time.monotonic() < deadline, "the server never held all twelve requests"
-            time.sleep(0.01)
+        clients = _half_sent(server.url, body, 12)
         server.process.send_signal(signal.SIGTERM)
         refused = False
         deadline = time.monotonic() + 10
@@ -307,20 +315,7 @@ def test_slow_uploads_hold_connections_not_the_server(
         "MLOPS_TEMPLATE_MAX_CONCURRENCY": "64",
     }
     with serving(trained_dir, tmp_path, **settings) as server:
-        port = int(server.url.rsplit(":", 1)[1])
-        slow = []
-        for _ in range(64):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
-            head = (
-                "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-            )
-            sock.sendall(head.encode() + body[: len(body) // 2])
-            slow.append(sock)
-        deadline = time.monotonic() + 20
-        while _gauge(server.url, "http_requests_receiving") < 64:
-            assert time.monotonic() < deadline, "the slow uploads never all arrived"
-            time.sleep(0.01)
+        slow = _half_sent(server.url, body, 64)
         assert get(f"{server.url}/health/ready")[0] == 200
         assert post(f"{server.url}/predict", {"records": [card.example]})[0] == 200
         statuses = [_status(sock) for sock in slow]  # each waits out its own deadline

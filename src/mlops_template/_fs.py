@@ -33,6 +33,7 @@ __all__ = [
     "atomic_write_text",
     "current_version",
     "publish",
+    "publish_or_explain",
     "sha256_file",
 ]
 
@@ -101,6 +102,21 @@ def _locked(folder: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def publish_or_explain(
+    folder: Path, write: Callable[[Path], None], what: str, setting: str
+) -> Path:
+    """`publish`, with a folder that cannot be written reported as one clear error."""
+    from .errors import DataFileError
+
+    try:
+        return publish(folder, write)
+    except OSError as exc:
+        raise DataFileError(
+            f"{folder}: cannot write {what}: {exc.strerror or exc}",
+            hint=f"check that the folder is writable, or set {setting} elsewhere",
+        ) from None
 
 
 def publish(folder: Path, write: Callable[[Path], None], *, keep: int = 3) -> Path:

@@ -19,7 +19,7 @@ import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import contract
-from ._fs import current_version, publish, sha256_file
+from ._fs import current_version, publish_or_explain, sha256_file
 from .contract import MISSING_CATEGORY
 from .errors import DataFileError, DataSchemaError, Issue
 from .schema import ColumnSpec, DatasetSchema
@@ -424,13 +424,7 @@ def prepare_dataset(schema: DatasetSchema, out_dir: Path) -> PrepareManifest:
         text = json.dumps(manifest.model_dump(), indent=2) + "\n"
         (folder / MANIFEST_FILE).write_text(text, encoding="utf-8")
 
-    try:
-        publish(out_dir, write)
-    except OSError as exc:
-        raise DataFileError(
-            f"{out_dir}: cannot write the prepared data: {exc.strerror or exc}",
-            hint="check that the folder is writable, or set PROCESSED_DIR elsewhere",
-        ) from None
+    publish_or_explain(out_dir, write, "the prepared data", "PROCESSED_DIR")
     return manifest
 
 

@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from ._fs import atomic_path, publish
+from ._fs import atomic_path, publish_or_explain
 from .card import CARD_FILE, MODEL_FILE, DatasetInfo, ModelCard, input_names
 from .contract import MISSING_CATEGORY
 from .data import load_prepared, to_model_inputs
@@ -245,13 +245,7 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
         card = card.model_copy(update={"metrics": _evaluate(model, test, target)[0]})
         (folder / CARD_FILE).write_text(card.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
-    try:
-        publish(model_dir, write)
-    except OSError as exc:
-        raise DataFileError(
-            f"{model_dir}: cannot write the model: {exc.strerror or exc}",
-            hint="check that the folder is writable, or set MODEL_DIR elsewhere",
-        ) from None
+    publish_or_explain(model_dir, write, "the model", "MODEL_DIR")
     return card
 
 
