@@ -101,5 +101,7 @@ clean: ## Remove generated data, models and caches
 	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache \
 		.hypothesis
 
-# The template's own targets (new, sync-template, …) live beside it; projects made from it have none.
+# [if template]
+# The template's own targets (new, sync-template, …); projects made from it never see these lines.
 -include generator.mk
+# [end template]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import warnings
 from pathlib import Path
@@ -21,6 +22,15 @@ GENERATOR_ONLY = (
     ".github/workflows/release",
     "benchmarks/pandas_baseline.py",
 )
+
+
+_TEMPLATE_ONLY = re.compile(r"(?ms)^[ \t]*# \[if template\]\n.*?^[ \t]*# \[end template\]\n")
+
+
+def project_text(text: str) -> str:
+    """A repository file as a project made from the template has it: without the blocks
+    between `# [if template]` and `# [end template]`, which are this repository's own."""
+    return _TEMPLATE_ONLY.sub("", text)
 
 
 def listed_files(root: Path = ROOT) -> list[str]:

@@ -4,7 +4,9 @@ The reference package is linked whole (`template/src/<< package_name >>` is a sy
 `src/mlops_template`: its files carry no name). Every other project file is linked as it is when
 it carries no name, and otherwise written as a `.jinja` file whose names become template
 variables. Lines marked `# [docker]` (or blocks between `# [if docker]` and `# [end docker]`)
-render only when that option is on; the markers stay, as comments, in the rendered file.
+render only when that option is on; the markers stay, as comments, in the rendered file. A
+block between `# [if template]` and `# [end template]` belongs to this repository only and is
+never rendered.
 
 A few files differ by more than names (the README, the dataset schema, the licence, the answers
 file): they are written by hand in `template/`, and the drift test renders all of it with this
@@ -35,7 +37,8 @@ HAND_WRITTEN = (
     ".copier-answers.yml",
 )
 # Options that switch files and marked lines on and off.
-OPTIONS = {"docker": "include_docker", "devcontainer": "include_devcontainer"}
+# Blocks marked `template` are the template repository's own: never rendered into a project.
+OPTIONS = {"docker": "include_docker", "devcontainer": "include_devcontainer", "template": "false"}
 CONDITIONAL_PATHS = {
     "Dockerfile": "docker",
     ".dockerignore": "docker",
