@@ -43,7 +43,6 @@ __all__ = [
     "read_polars",
     "read_values",
     "typed_expr",
-    "typed_output",
 ]
 
 # How the ONNX graph's inputs encode a missing value: NaN for numbers (the graph imputes it),
@@ -199,23 +198,26 @@ _NUMBER_KINDS = frozenset({float, int})
 _NONE = type(None)
 
 
-def _lookup(spec: ColumnSpec) -> dict[Any, int]:
+def _lookup(spec: ColumnSpec, nan_is_missing: bool = False) -> dict[Any, int]:
     table: dict[Any, int] = {c: i for i, c in enumerate(spec.categories or ())}
     if spec.number_like:
         table.update({float(c): i for i, c in enumerate(spec.categories or ())})
     table[None] = NULL
+    if nan_is_missing:
+        table[MISSING_CATEGORY] = NULL  # no category is the empty string
     return table
 
 
-def read_values(spec: ColumnSpec, values: Sequence[Any]) -> Column:
+def read_values(spec: ColumnSpec, values: Sequence[Any], nan_is_missing: bool = False) -> Column:
     """A column of JSON values (None where missing): numbers must be numbers, labels strings.
 
     Strings are not numbers and true/false is neither; a number-like category also takes a
-    number, or any spelling of one.
+    number, or any spelling of one. With `nan_is_missing` (the Open Inference Protocol's
+    tensors), NaN is a missing number and the empty string a missing label, as well as None.
     """
     kinds = set(map(type, values))
     if spec.type == "category":
-        lookup = _lookup(spec)
+        lookup = _lookup(spec, nan_is_missing)
         allowed = {str, _NONE} | (_NUMBER_KINDS if spec.number_like else set())
         if kinds <= allowed:
             codes = np.fromiter(map(lookup.get, values, repeat(UNKNOWN)), np.int32, len(values))
@@ -231,13 +233,17 @@ def read_values(spec: ColumnSpec, values: Sequence[Any]) -> Column:
             numbers = np.array(values, dtype=np.float64)  # None becomes NaN
         except OverflowError:  # an integer beyond any float
             numbers = np.array([_as_float(v) for v in values], dtype=np.float64)
-        null = np.isnan(numbers) if _NONE in kinds else None  # JSON has no NaN: NaN is None
+        # Plain JSON has no NaN, so NaN is a None there; a tensor's NaN is missing by design.
+        null = np.isnan(numbers) if _NONE in kinds or nan_is_missing else None
         return Column(spec, numbers=numbers, null=null)
     # The rare case of a value of the wrong kind: find which rows, one by one.
     numbers = np.array(
         [_as_float(v) if type(v) in _NUMBER_KINDS else math.nan for v in values], np.float64
     )
-    null = np.array([v is None for v in values], dtype=bool)
+    null = np.array(
+        [v is None or (nan_is_missing and isinstance(v, float) and math.isnan(v)) for v in values],
+        dtype=bool,
+    )
     unreadable = np.array([v is not None and type(v) not in _NUMBER_KINDS for v in values], bool)
     return Column(spec, numbers=numbers, null=null, unreadable=unreadable)
 
@@ -305,10 +311,13 @@ class JsonReader:
     `check` find and describe each fault, as for every other source.
     """
 
-    def __init__(self, specs: Sequence[ColumnSpec]) -> None:
+    def __init__(self, specs: Sequence[ColumnSpec], *, nan_is_missing: bool = False) -> None:
         self.specs = tuple(specs)
+        self.nan_is_missing = nan_is_missing  # as in `read_values`
         self._numeric = [s for s in specs if s.is_numeric]
-        self._categories = [(s, _lookup(s), s.number_like) for s in specs if not s.is_numeric]
+        self._categories = [
+            (s, _lookup(s, nan_is_missing), s.number_like) for s in specs if not s.is_numeric
+        ]
         self._lower = np.array([[-math.inf if s.min is None else s.min] for s in self._numeric])
         self._upper = np.array([[math.inf if s.max is None else s.max] for s in self._numeric])
         self._whole = np.array([s.type == "integer" for s in self._numeric])
@@ -338,7 +347,7 @@ class JsonReader:
             if self._whole.any():
                 whole = matrix[self._whole]
                 good[self._whole] &= whole == np.floor(whole)
-            if _NONE in kinds:
+            if _NONE in kinds or self.nan_is_missing:
                 good |= np.isnan(matrix) & self._nullable
             if not good.all():
                 return None
@@ -362,7 +371,7 @@ class JsonReader:
         out: dict[str, npt.NDArray[Any]] = {}
         for spec in self._numeric:
             value = columns[spec.name][0]
-            if value is None:
+            if value is None or (self.nan_is_missing and value != value):  # NaN != NaN
                 if not spec.nullable:
                     return None
                 out[spec.name] = np.array([[math.nan]], dtype=np.float32)
@@ -468,13 +477,3 @@ def read_polars(spec: ColumnSpec, frame: pl.DataFrame, prefix: str) -> Column:
         return Column(spec, codes=codes, null=null, unreadable=unreadable)
     numbers = frame.get_column(f"{prefix}v").to_numpy()
     return Column(spec, numbers=numbers, null=null, unreadable=unreadable)
-
-
-def typed_output(spec: ColumnSpec, column: Column) -> pl.Series:
-    """A checked column as a typed Polars series: Float64, Int64 or String (None if missing)."""
-    if column.codes is not None:
-        levels = pl.Series(spec.name, [*(spec.categories or ()), None], dtype=pl.String)
-        return levels.gather(np.where(column.codes < 0, len(levels) - 1, column.codes))
-    assert column.numbers is not None
-    series = pl.Series(spec.name, column.numbers).fill_nan(None)
-    return series.cast(pl.Int64) if spec.type == "integer" else series

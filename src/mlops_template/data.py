@@ -351,19 +351,20 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
     specs = [schema.target, *schema.features]
     header = reader.header_issues(specs, allowed=schema.columns)
     present = reader.checkable(specs)
+    typed = [contract.typed_expr(spec) for spec in present]
     try:
-        arrays = reader.scan().select(reader.contract_exprs(present)).collect()
+        arrays = reader.scan().select(*typed, *reader.contract_exprs(present)).collect()
     except pl.exceptions.PolarsError as exc:
         where = _bad_utf8_line(reader.path) if reader.kind == "csv" else None
         raise DataFileError(
             f"{reader.path}: {where or 'cannot parse: ' + _first_line(exc)}"
         ) from None
-    columns = reader.check(arrays, present, allow_null=[schema.target.name], more_issues=header)
+    reader.check(arrays, present, allow_null=[schema.target.name], more_issues=header)
     if arrays.height == 0:
         raise DataFileError(
             f"{reader.path}: no data rows, only a header", hint="add rows of data to the file"
         )
-    return pl.DataFrame([contract.typed_output(c.spec, c) for c in columns])
+    return arrays.select(spec.name for spec in present)
 
 
 def split_rows(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataFrame, pl.DataFrame]:

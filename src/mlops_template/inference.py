@@ -58,6 +58,7 @@ class OnnxModel:
         self._labels = np.array(card.classes or (), dtype=object)
         self._names = set(card.feature_names)
         self._reader = contract.JsonReader(card.features)
+        self._tensor_reader = contract.JsonReader(card.features, nan_is_missing=True)
         self._check_signature()
 
     @classmethod
@@ -143,14 +144,21 @@ class OnnxModel:
         inputs = self.card.inputs
         return {inputs[c.spec.name]: contract.encode(c) for c in columns}
 
-    def read(self, columns: Mapping[str, Sequence[Any]], *, row_label: str = "row") -> Feed:
+    def read(
+        self,
+        columns: Mapping[str, Sequence[Any]],
+        *,
+        row_label: str = "row",
+        nan_is_missing: bool = False,
+    ) -> Feed:
         """Check JSON-like columns (None for a missing value) against the card; encode them.
 
         Every problem is reported at once, by column and 0-based row: a missing or extra
         column, a length mismatch, and whatever the data contract finds.
         """
         if columns.keys() == self._names and len({len(v) for v in columns.values()}) == 1:
-            fast = self._reader.fast(columns)  # every value good: encoded at once
+            reader = self._tensor_reader if nan_is_missing else self._reader
+            fast = reader.fast(columns)  # every value good: encoded at once
             if fast is not None and len(next(iter(fast.values()), ())):
                 return {self.card.inputs[name]: array for name, array in fast.items()}
         names = self.card.feature_names
@@ -169,7 +177,10 @@ class OnnxModel:
             issues.append(Issue("*", "no rows to predict"))
         if issues:
             raise InputValidationError("inputs", issues)
-        read = [contract.read_values(spec, list(columns[spec.name])) for spec in self.card.features]
+        read = [
+            contract.read_values(spec, list(columns[spec.name]), nan_is_missing)
+            for spec in self.card.features
+        ]
         faults = contract.check(read)
         if faults:
             found = {spec.name: columns[spec.name] for spec in self.card.features}

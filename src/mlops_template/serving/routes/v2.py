@@ -141,7 +141,7 @@ def _binary_values(tensor: RequestInput, index: int, blob: memoryview) -> list[A
             if len(text) != size:
                 raise ApiError(400, [f"{where}: BYTES data ends inside an element"])
             try:
-                values.append(text.decode("utf-8") or None)
+                values.append(text.decode("utf-8"))  # empty: the protocol's missing label
             except UnicodeDecodeError:
                 raise ApiError(400, [f"{where}: BYTES element is not UTF-8 text"]) from None
             offset += 4 + size
@@ -152,21 +152,7 @@ def _binary_values(tensor: RequestInput, index: int, blob: memoryview) -> list[A
     if len(blob) % dtype.itemsize:
         raise ApiError(400, [f"{where}: {len(blob)} bytes is not a whole number of {dtype}"])
     array = np.frombuffer(blob, dtype=dtype)
-    if dtype.kind != "f":
-        return list(array.tolist())
-    values_array = array.astype(np.float64).astype(object)
-    values_array[np.isnan(array)] = None  # the documented encoding of a missing number
-    return list(values_array.tolist())
-
-
-def _missing_as_none(datatype: str, data: list[Any] | None) -> list[Any] | None:
-    """The protocol's missing values as the contract's None: NaN for a number (the Triton
-    client writes a NaN it is given as a bare `NaN`), the empty string for a label."""
-    if data is None:
-        return None
-    if datatype == "BYTES":
-        return [None if v == "" else v for v in data]
-    return [None if isinstance(v, float) and math.isnan(v) else v for v in data]
+    return list(array.tolist())  # NaN stays NaN: the protocol's missing number
 
 
 def _tensor_values(parsed: InferRequest, binary: bytes) -> list[list[Any] | None]:
@@ -177,7 +163,7 @@ def _tensor_values(parsed: InferRequest, binary: bytes) -> list[list[Any] | None
     for i, tensor in enumerate(parsed.inputs):
         size = (tensor.parameters or {}).get("binary_data_size")
         if size is None:
-            values.append(_missing_as_none(tensor.datatype, tensor.data))
+            values.append(tensor.data)
             continue
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ApiError(422, [f"inputs[{i}].parameters.binary_data_size: not a size"])
@@ -329,7 +315,7 @@ async def infer(
     assert service.model is not None
     assert service.batcher is not None
     try:
-        feed = service.model.read(columns)
+        feed = service.model.read(columns, nan_is_missing=True)
     except InputValidationError as exc:
         raise ApiError(422, [str(issue) for issue in exc.issues[:20]]) from None
     prediction = await service.batcher.predict(feed, rows)
