@@ -52,9 +52,10 @@ lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the Dockerfile and the 
 	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 
 check-conflicts: ## Fail while an update has left conflict markers or .rej files
-	@found="$$(grep -rlE --exclude-dir=.git --exclude-dir=.venv --exclude-dir=.tools \
+	@found="$$(grep -rlE --exclude-dir=.git --exclude-dir=.venv --exclude-dir=.tools --exclude-dir=.bench \
 		--exclude-dir=data --exclude-dir=models '^(<{7}|>{7})( |$$)' . || true)"; \
-	found="$$found $$(find . -name '*.rej' -not -path './.git/*' -not -path './.venv/*')"; \
+	found="$$found $$(find . -name '*.rej' -not -path './.git/*' -not -path './.venv/*' \
+		-not -path './.bench/*')"; \
 	if [ -n "$$(echo $$found)" ]; then \
 		echo "error: unresolved update conflicts (resolve them, delete .rej files):" $$found; exit 1; \
 	fi
@@ -89,7 +90,7 @@ info: $(VENV) ## Show the trained model's card
 	$(CLI) info
 
 bench: $(VENV) ## Print performance figures on your data (QUICK=1: small sizes, to try it)
-	$(RUN) python -m benchmarks $(if $(QUICK),--quick)
+	UV=$(UV) $(RUN) python -m benchmarks $(if $(QUICK),--quick)
 
 update: $(VENV) ## Take the template's latest release (copier update), keeping your own changes
 	$(RUN) copier update --conflict inline --skip-answered $(ARGS)
@@ -99,7 +100,7 @@ update: $(VENV) ## Take the template's latest release (copier update), keeping y
 
 clean: ## Remove generated data, models and caches
 	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache \
-		.hypothesis
+		.hypothesis .bench
 
 # [if template]
 # The template's own targets (new, sync-template, …); projects made from it never see these lines.

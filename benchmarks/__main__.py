@@ -15,7 +15,11 @@ def main() -> None:
     args = parser.parse_args()
     pipeline.run(quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        serving.bench_serving(pipeline.train(Path(tmp)), duration=1 if args.quick else 8)
+        serving.bench_serving(
+            pipeline.train(Path(tmp)),
+            duration=1 if args.quick else serving.DURATION,
+            rounds=1 if args.quick else serving.ROUNDS,
+        )
 
 
 main()

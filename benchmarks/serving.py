@@ -1,20 +1,23 @@
-"""`/predict` under a bounded local load, against a bare ASGI reference on the same model.
+"""The server under a bounded local load, against the bare floor and against MLServer.
 
-Each server runs alone, with one worker pinned to core 0; the load generator (wrk, or a small
-asyncio client when wrk is not installed) is pinned to core 1 and talks to 127.0.0.1 only. Every
-run is bounded in time. Targets: requests/s at batch 1 (16 connections) at least 0.8x the
-reference, p50 at one connection at most 1.5x the reference's, rows/s at batch 1024 at least
-0.8x the reference's.
+Three servers on the same `model.onnx`, each one process with one worker pinned to core 0:
+ours; the bare floor (`benchmarks/reference.py`: orjson, numpy columns, one onnxruntime call,
+no checks); and MLServer 1.7.1 with a minimal custom runtime (`benchmarks/mlserver_runtime.py`),
+installed by uv in an environment of its own under `.bench/` (skipped, and said so, when that
+install fails). The load generator is this process, pinned to core 1, talking to 127.0.0.1
+only; every run is bounded in time. Each figure is the median of alternating rounds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,18 +25,40 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import orjson
 
 from mlops_template._fs import current_version
-from mlops_template.card import CARD_FILE, load_card
+from mlops_template.card import CARD_FILE, ModelCard, load_card
 
-DURATION = 8  # seconds per load run
-SCENARIOS = (
-    ("batch 1, 16 connections", 1, 16),
-    ("batch 1, 1 connection", 1, 1),
-    ("batch 1024, 4 connections", 1024, 4),
-)
+DURATION = 5  # seconds per load run
+ROUNDS = 3
+CONNECTIONS = 16
+MLSERVER = "mlserver==1.7.1"
+BENCH_DIR = Path(".bench")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One kind of request: the protocol and the rows in each request."""
+
+    protocol: str  # "predict" or "v2"
+    rows: int
+
+    @property
+    def label(self) -> str:
+        path = "/predict" if self.protocol == "predict" else "v2 infer"
+        return f"{path} batch {self.rows}"
+
+
+PREDICT_1, PREDICT_1024 = Scenario("predict", 1), Scenario("predict", 1024)
+V2_1, V2_1024 = Scenario("v2", 1), Scenario("v2", 1024)
+SERVES = {
+    "ours": (PREDICT_1, PREDICT_1024, V2_1, V2_1024),
+    "bare": (PREDICT_1, PREDICT_1024),
+    "mlserver": (V2_1, V2_1024),
+}
 
 
 @dataclass(frozen=True)
@@ -62,59 +87,37 @@ def _pin(core: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def _server(command: list[str], port: int, env: dict[str, str]) -> Iterator[None]:
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode()[-2000:] if process.stderr else ""
-                raise RuntimeError(f"server exited: {stderr}")
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        yield
-    finally:
-        process.terminate()
+def _server(
+    command: list[str], port: int, env: dict[str, str], cwd: Path | None = None
+) -> Iterator[None]:
+    """A server process, up once its port answers; stopped (SIGTERM, then SIGKILL) after."""
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(command, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+            deadline = time.monotonic() + 120
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    output = log.read().decode(errors="replace")[-2000:]
+                    raise RuntimeError(f"{command[0]} did not start: {output}")
+                try:
+                    with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                        break
+                except OSError:
+                    time.sleep(0.2)
+            yield
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
-def _wrk(url: str, body: Path, connections: int, duration: int) -> Result:
-    script = body.with_suffix(".lua")
-    script.write_text(
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-        f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
-    )
-    command = [*_pin(1), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
-    command += ["--timeout", "5s", "-s", str(script), url]
-    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=duration + 30)
-    out = out.stdout
-
-    def latency(percent: str) -> float:
-        match = re.search(rf"^\s+{percent}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
-        assert match, out
-        value, unit = float(match.group(1)), match.group(2)
-        return value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    failures = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    failed = int(failures.group(1)) if failures else 0
-    failed += sum(int(g) for g in errors.groups()) if errors else 0
-    return Result(rps, latency("50"), latency("99"), failed)
-
-
-async def _client(port: int, payload: bytes, connections: int, duration: int) -> Result:
-    """A bounded keep-alive HTTP/1.1 client, for machines without wrk."""
-    request = (
-        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(payload)}\r\n\r\n"
-    ).encode() + payload
+async def _client(port: int, request: bytes, connections: int, duration: float) -> Result:
+    """A bounded keep-alive HTTP/1.1 load: `connections` clients, each sending `request` and
+    reading the whole answer before the next, for `duration` seconds."""
     latencies: list[float] = []
     failures = 0
     stop = time.monotonic() + duration
@@ -126,15 +129,22 @@ async def _client(port: int, payload: bytes, connections: int, duration: int) ->
             start = time.perf_counter()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
-            length = int(re.search(rb"content-length: (\d+)", head, re.IGNORECASE).group(1))  # type: ignore[union-attr]
-            await reader.readexactly(length)
+            length = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+            if length is None:  # no chunked answers from these servers: count it and stop
+                failures += 1
+                break
+            await reader.readexactly(int(length.group(1)))
             latencies.append(time.perf_counter() - start)
             failures += not head.startswith(b"HTTP/1.1 200")
         writer.close()
 
     began = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(connections)))
+    await asyncio.wait_for(
+        asyncio.gather(*(worker() for _ in range(connections))), timeout=duration + 30
+    )
     elapsed = time.monotonic() - began
+    if not latencies:
+        return Result(0.0, float("nan"), float("nan"), failures)
     latencies.sort()
     return Result(
         len(latencies) / elapsed,
@@ -144,85 +154,224 @@ async def _client(port: int, payload: bytes, connections: int, duration: int) ->
     )
 
 
-def _load(port: int, body: Path, connections: int, duration: int) -> Result:
-    if shutil.which("wrk"):
-        return _wrk(f"http://127.0.0.1:{port}/predict", body, connections, duration)
-    return asyncio.run(_client(port, body.read_bytes(), connections, duration))
+def _run_client(port: int, request: bytes, duration: float) -> Result:
+    try:
+        import uvloop
+    except ImportError:  # a slower client, the same bounds
+        return asyncio.run(_client(port, request, CONNECTIONS, duration))
+    return uvloop.run(_client(port, request, CONNECTIONS, duration))
 
 
-def bench_serving(model_dir: Path, *, duration: int = DURATION) -> None:
-    """Print `/predict` figures against the bare reference; `duration` seconds a run."""
-    card = load_card(current_version(model_dir) / CARD_FILE)
+def _requests(card: ModelCard) -> dict[tuple[str, Scenario], bytes]:
+    """The raw HTTP request of every server and scenario, from the card's example row."""
+    example = card.example or {}
+    out: dict[tuple[str, Scenario], bytes] = {}
+    for server, scenarios in SERVES.items():
+        for scenario in scenarios:
+            n = scenario.rows
+            if scenario.protocol == "predict":
+                path, body = "/predict", orjson.dumps({"records": [example] * n})
+            else:
+                path = f"/v2/models/{card.name}/infer"
+                inputs = [
+                    {
+                        "name": f.name,
+                        "shape": [n],
+                        "datatype": "FP32" if f.is_numeric else "BYTES",
+                        "data": [example[f.name]] * n,
+                    }
+                    for f in card.features
+                ]
+                body = orjson.dumps({"inputs": inputs})
+            head = (
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            out[server, scenario] = head.encode() + body
+    return out
+
+
+def _mlserver_env() -> tuple[Path | None, str]:
+    """MLServer's own environment (made once by uv under .bench/), or None and why not."""
+    venv = (BENCH_DIR / MLSERVER.replace("==", "-")).resolve()
+    python = venv / "bin" / "python"
+    if python.exists() and (venv / "bin" / "mlserver").exists():
+        return venv, ""
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if uv is None:
+        return None, "uv not found (run it through `make bench`)"
+    try:
+        subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+        subprocess.run(
+            [uv, "pip", "install", "-q", "--python", str(python), MLSERVER, "onnxruntime", "numpy"],
+            check=True,
+            timeout=600,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        shutil.rmtree(venv, ignore_errors=True)
+        return None, f"could not install {MLSERVER}: {exc}"
+    return venv, ""
+
+
+def _commands(name: str, port: int, model_dir: Path, tmp: Path, mlserver: Path | None) -> Any:
+    """The command, environment and working folder of one server."""
     env = {
         **os.environ,
         "MLOPS_TEMPLATE_MODEL_DIR": str(model_dir),
         "MLOPS_TEMPLATE_LOG_LEVEL": "warning",
+        "MLOPS_TEMPLATE_MAX_BODY_BYTES": str(64 * 2**20),
     }
-    results: dict[str, dict[str, Result]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
-        bodies = {}
-        for rows in {r for _, r, _ in SCENARIOS}:
-            bodies[rows] = Path(tmp) / f"body-{rows}.json"
-            bodies[rows].write_bytes(orjson.dumps({"records": [card.example] * rows}))
-        for name in ("ours", "reference"):
-            port = _free_port()
-            if name == "ours":
-                command = [
-                    *_pin(0),
-                    sys.executable,
-                    "-m",
-                    "mlops_template",
-                    "serve",
-                    "--port",
-                    str(port),
-                    "--workers",
-                    "1",
-                ]
-            else:
-                command = [
-                    *_pin(0),
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "benchmarks.reference:app",
-                    "--port",
-                    str(port),
-                    "--loop",
-                    "uvloop",
-                    "--http",
-                    "httptools",
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ]
-            limits = {"MLOPS_TEMPLATE_MAX_BODY_BYTES": str(64 * 2**20)}
-            with _server(command, port, {**env, **limits}):
-                _load(port, bodies[SCENARIOS[0][1]], 16, duration)  # warm up
-                results[name] = {
-                    label: _load(port, bodies[rows], conns, duration)
-                    for label, rows, conns in SCENARIOS
-                }
-    client = "wrk" if shutil.which("wrk") else "asyncio client (install wrk for better figures)"
-    print(f"\n## Serving /predict (one worker on one core; load: {client}, {duration} s a run)")
-    header = ("scenario", "", "req/s", "rows/s", "p50 ms", "p99 ms", "fail")
-    print("{:28} {:10} {:>10} {:>12} {:>8} {:>8} {:>5}".format(*header))
-    for label, rows, _ in SCENARIOS:
-        for name in ("ours", "reference"):
-            r = results[name][label]
-            figures = (r.rps, r.rps * rows, r.p50_ms, r.p99_ms, r.failures)
-            print(
-                f"{label:28} {name:10} "
-                + "{:10,.0f} {:12,.0f} {:8.2f} {:8.2f} {:5d}".format(*figures)
-            )
-    ours, ref = results["ours"], results["reference"]
-    one16, one1, big = (label for label, _, _ in SCENARIOS)
-    ratios = (
-        ("req/s at batch 1 (16 conns)", ours[one16].rps / ref[one16].rps, 0.8, True),
-        ("p50 at 1 connection", ours[one1].p50_ms / ref[one1].p50_ms, 1.5, False),
-        ("rows/s at batch 1024", ours[big].rps / ref[big].rps, 0.8, True),
+    if name == "ours":
+        command = [sys.executable, "-m", "mlops_template", "serve", "--port", str(port)]
+        return [*_pin(0), *command, "--workers", "1"], env, None
+    if name == "bare":
+        command = [sys.executable, "-m", "uvicorn", "benchmarks.reference:app", "--port", str(port)]
+        command += ["--loop", "uvloop", "--http", "httptools", "--no-access-log"]
+        return [*_pin(0), *command, "--log-level", "warning"], env, None
+    assert mlserver is not None
+    folder = tmp / "mlserver"
+    runtime = Path(__file__).with_name("mlserver_runtime.py")
+    model = folder / "model"
+    model.mkdir(parents=True)
+    shutil.copy(runtime, folder / "mlserver_runtime.py")
+    card = load_card(current_version(model_dir) / CARD_FILE)
+    (model / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": card.name,
+                "implementation": "mlserver_runtime.OnnxRuntime",
+                "parameters": {"uri": str(current_version(model_dir).resolve())},
+            }
+        )
     )
-    for what, ratio, target, at_least in ratios:
-        ok = ratio >= target if at_least else ratio <= target
-        bound = ">=" if at_least else "<="
+    ports = {"MLSERVER_HTTP_PORT": port, "MLSERVER_GRPC_PORT": _free_port()}
+    ports["MLSERVER_METRICS_PORT"] = _free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("VIRTUAL_ENV")},
+        **{k: str(v) for k, v in ports.items()},
+        "MLSERVER_HOST": "127.0.0.1",
+        "MLSERVER_PARALLEL_WORKERS": "0",  # one process: inference in the server's own loop
+        "MLSERVER_DEBUG": "false",
+        "MLSERVER_LOGGING_LEVEL": "WARNING",
+        "PYTHONPATH": str(folder),
+    }
+    return [*_pin(0), str(mlserver / "bin" / "mlserver"), "start", str(model)], env, folder
+
+
+@dataclass(frozen=True)
+class Target:
+    """One ratio of two figures and the bound it must meet."""
+
+    what: str
+    ratio: float
+    bound: float
+    at_least: bool
+
+    def line(self) -> str:
+        if self.ratio != self.ratio:  # NaN: a server was not measured
+            return f"ratio {self.what:44}   n/a  (target not measured)  <-- MISSED TARGET"
+        ok = self.ratio >= self.bound if self.at_least else self.ratio <= self.bound
+        sign = ">=" if self.at_least else "<="
         mark = "" if ok else "  <-- MISSED TARGET"
-        print(f"ratio {what:28} {ratio:5.2f}x (target {bound} {target}x){mark}")
+        return f"ratio {self.what:44} {self.ratio:5.2f}x (target {sign} {self.bound}x){mark}"
+
+
+def bench_serving(model_dir: Path, *, duration: float = DURATION, rounds: int = ROUNDS) -> None:
+    """Print the serving figures and their ratios to the targets; `rounds` alternating rounds
+    of `duration` seconds a run, each figure the median of its rounds."""
+    card = load_card(current_version(model_dir) / CARD_FILE)
+    requests = _requests(card)
+    mlserver, why = _mlserver_env()
+    servers = [name for name in SERVES if name != "mlserver" or mlserver is not None]
+    runs: dict[tuple[str, Scenario], list[Result]] = {}
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setaffinity(0, {1})  # the load generator on core 1, the servers on core 0
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp, contextlib.ExitStack() as up:
+        ports = {}
+        for name in servers:
+            ports[name] = _free_port()
+            command, env, cwd = _commands(name, ports[name], model_dir, Path(tmp), mlserver)
+            up.enter_context(_server(command, ports[name], env, cwd))
+        for name in servers:  # warm up each: imports, first calls, caches
+            for scenario in SERVES[name]:
+                _run_client(ports[name], requests[name, scenario], min(duration, 1.0))
+        for _ in range(rounds):
+            for name in servers:
+                for scenario in SERVES[name]:
+                    result = _run_client(ports[name], requests[name, scenario], duration)
+                    runs.setdefault((name, scenario), []).append(result)
+
+    def median(name: str, scenario: Scenario) -> Result:
+        results = runs.get((name, scenario))
+        if not results:
+            return Result(float("nan"), float("nan"), float("nan"), 0)
+        return Result(
+            statistics.median(r.rps for r in results),
+            statistics.median(r.p50_ms for r in results),
+            statistics.median(r.p99_ms for r in results),
+            sum(r.failures for r in results),
+        )
+
+    print(
+        f"\n## Serving (one worker on one core, {CONNECTIONS} connections, asyncio client on "
+        f"the other core; median of {rounds} rounds of {duration:g} s)"
+    )
+    if mlserver is None:
+        print(f"MLServer not measured: {why}")
+    header = ("scenario", "server", "req/s", "rows/s", "p50 ms", "p99 ms", "fail")
+    print("{:22} {:9} {:>9} {:>11} {:>8} {:>8} {:>5}".format(*header))
+    for name, scenarios in SERVES.items():
+        for scenario in scenarios:
+            r = median(name, scenario)
+            figures = (r.rps, r.rps * scenario.rows, r.p50_ms, r.p99_ms, r.failures)
+            print(
+                f"{scenario.label:22} {name:9} "
+                + "{:9,.0f} {:11,.0f} {:8.2f} {:8.2f} {:5d}".format(*figures)
+            )
+
+    def ours(scenario: Scenario) -> Result:
+        return median("ours", scenario)
+
+    def bare(scenario: Scenario) -> Result:
+        return median("bare", scenario)
+
+    def peer(scenario: Scenario) -> Result:
+        return median("mlserver", scenario)
+
+    targets = [
+        Target(
+            "/predict b1 req/s, ours / bare", ours(PREDICT_1).rps / bare(PREDICT_1).rps, 1.0, True
+        ),
+        Target(
+            "/predict b1 p50, ours / bare",
+            ours(PREDICT_1).p50_ms / bare(PREDICT_1).p50_ms,
+            1.3,
+            False,
+        ),
+        Target(
+            "/predict b1 p99, ours / bare",
+            ours(PREDICT_1).p99_ms / bare(PREDICT_1).p99_ms,
+            3.0,
+            False,
+        ),
+        Target(
+            "/predict b1024 rows/s, ours / bare",
+            ours(PREDICT_1024).rps / bare(PREDICT_1024).rps,
+            0.8,
+            True,
+        ),
+        Target("v2 b1 req/s, ours / MLServer", ours(V2_1).rps / peer(V2_1).rps, 3.0, True),
+        Target("v2 b1024 req/s, ours / MLServer", ours(V2_1024).rps / peer(V2_1024).rps, 2.0, True),
+        Target("v2 / /predict req/s at b1 (ours)", ours(V2_1).rps / ours(PREDICT_1).rps, 0.8, True),
+        Target(
+            "v2 / /predict req/s at b1024 (ours)",
+            ours(V2_1024).rps / ours(PREDICT_1024).rps,
+            0.8,
+            True,
+        ),
+    ]
+    failed = sum(r.failures for results in runs.values() for r in results)
+    for target in targets:
+        print(target.line())
+    if failed:
+        print(f"{failed} requests failed  <-- MISSED TARGET")

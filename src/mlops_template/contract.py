@@ -322,6 +322,7 @@ class JsonReader:
         self._upper = np.array([[math.inf if s.max is None else s.max] for s in self._numeric])
         self._whole = np.array([s.type == "integer" for s in self._numeric])
         self._nullable = np.array([[s.nullable] for s in self._numeric])
+        self._named = {s.name: frozenset(s.categories or ()) for s in specs if not s.is_numeric}
         self._levels = {
             s.name: np.array([*(s.categories or ()), MISSING_CATEGORY], dtype=object)
             for s in specs
@@ -356,6 +357,14 @@ class JsonReader:
                 out[spec.name] = narrow[i].reshape(-1, 1)
         for spec, lookup, number_like in self._categories:
             raw = columns[spec.name]
+            try:
+                # The usual case: every value is one of the categories, spelt as in the card.
+                named = set(raw) <= self._named[spec.name]
+            except TypeError:  # an unhashable value (a list, an object): not a category
+                return None
+            if named:
+                out[spec.name] = np.array(raw, dtype=object).reshape(-1, 1)
+                continue
             kinds = set(map(type, raw))
             if not kinds <= ({str, _NONE} | (_NUMBER_KINDS if number_like else set())):
                 return None

@@ -7,6 +7,7 @@ prediction and only then marks the server ready.
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -55,6 +56,10 @@ def _lifespan(settings: Settings, service: ModelService) -> Any:
             enabled=settings.batching,
             on_call=service.metrics.model_calls.inc,
         )
+        # Everything loaded so far lives as long as the process: move it out of the collector's
+        # way, so collections triggered by requests scan only their own objects.
+        gc.collect()
+        gc.freeze()
         service.ready = True
         log.info("model ready", extra={"model": service.card.name, "version": service.card.version})
         try:

@@ -22,6 +22,7 @@ __all__ = [
     "InferResponse",
     "ModelMetadata",
     "PredictSchemas",
+    "ReadInferRequest",
     "ServerMetadata",
     "TensorMetadata",
 ]
@@ -70,6 +71,7 @@ class PredictSchemas:
     """The `/predict` request and response models for one model card."""
 
     def __init__(self, card: ModelCard, *, max_rows: int) -> None:
+        self.card = card
         self.max_rows = max_rows
         fields = {spec.name: _feature_type(spec) for spec in card.features}
         # Strict: "47.5" is not a number and true is not 1, however lenient JSON parsers may be.
@@ -160,6 +162,18 @@ class InferRequest(BaseModel):
     parameters: dict[str, Scalar] | None = None
     inputs: list[RequestInput] = Field(min_length=1)
     outputs: list[RequestOutput] | None = None
+
+
+class _ReadInput(RequestInput):
+    data: list[Any] | None = None
+
+
+class ReadInferRequest(InferRequest):
+    """`InferRequest` as the server reads it: the envelope checked here, each tensor's values
+    left to the data contract, which checks a whole column at once (pydantic would check each
+    value, at several times the cost) and names the feature and row of any that is wrong."""
+
+    inputs: list[_ReadInput] = Field(min_length=1)  # type: ignore[assignment]
 
 
 class ResponseOutput(BaseModel):

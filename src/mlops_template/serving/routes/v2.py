@@ -19,6 +19,7 @@ from ..schemas import (
     InferRequest,
     InferResponse,
     ModelMetadata,
+    ReadInferRequest,
     RequestInput,
     ServerMetadata,
     TensorMetadata,
@@ -36,7 +37,7 @@ from ..service import (
 __all__ = ["model_metadata", "router"]
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
-_INFER_REQUEST = TypeAdapter(InferRequest)
+_INFER_REQUEST = TypeAdapter(ReadInferRequest)
 _NUMBER_TYPES = frozenset(
     {
         "FP16",

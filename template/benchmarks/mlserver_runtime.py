@@ -1,0 +1,1 @@
+../../benchmarks/mlserver_runtime.py
