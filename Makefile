@@ -17,8 +17,7 @@ VENV := .venv/pyvenv.cfg
 PKG := mlops_template
 CLI := $(RUN) mlops-template
 
-.PHONY: help install hooks format lint check-conflicts typecheck test test-fast all prepare train evaluate predict serve info bench update clean
-
+.PHONY: help
 help: ## Show this help (in colour on a terminal)
 	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
 	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / \
@@ -28,6 +27,7 @@ $(CURDIR)/.tools/bin/uv:
 	python3 -m venv .tools
 	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
+.PHONY: install
 install: $(UV) ## Create .venv with every dependency from uv.lock
 	$(UV) sync --frozen --all-extras
 	@touch $(VENV)
@@ -36,14 +36,18 @@ $(VENV): uv.lock pyproject.toml | $(UV)
 	$(UV) sync --frozen --all-extras
 	@touch $(VENV)
 
+.PHONY: hooks
 hooks: install ## Install the git pre-commit hooks (they call make)
 	$(RUN) pre-commit install
 
+.PHONY: format
 format: $(VENV) ## Format and autofix the code
 	$(RUN) ruff format .
 	$(RUN) ruff check --fix .
 
-lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the Dockerfile and the workflows
+.PHONY: lint
+lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the lock, the Dockerfile, the workflows
+	$(UV) lock --check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) hadolint Dockerfile  # [docker]
@@ -51,53 +55,63 @@ lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the Dockerfile and the 
 	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 
+.PHONY: check-conflicts
 check-conflicts: ## Fail while an update has left conflict markers or .rej files
-	@found="$$(grep -rlE --exclude-dir=.git --exclude-dir=.venv --exclude-dir=.tools --exclude-dir=.bench \
-		--exclude-dir=data --exclude-dir=models '^(<{7}|>{7})( |$$)' . || true)"; \
-	found="$$found $$(find . -name '*.rej' -not -path './.git/*' -not -path './.venv/*' \
-		-not -path './.bench/*')"; \
-	if [ -n "$$(echo $$found)" ]; then \
-		echo "error: unresolved update conflicts (resolve them, delete .rej files):" $$found; exit 1; \
-	fi
+	@bash .ci/check-conflicts
 
+.PHONY: typecheck
 typecheck: $(VENV) ## Type-check src/ with mypy (strict)
 	$(RUN) mypy
 
+.PHONY: test
 test: $(VENV) ## Run every test, slow end-to-end ones included
 	$(RUN) pytest
 
+.PHONY: test-fast
 test-fast: $(VENV) ## Run the tests, skipping the slow end-to-end ones
 	$(RUN) pytest -m "not e2e"
 
+.PHONY: all
 all: install lint typecheck test ## Install, lint, type-check and test: what CI runs
 
+.PHONY: prepare
 prepare: $(VENV) ## Check and split data/raw into data/processed
 	$(CLI) prepare
 
+.PHONY: train
 train: $(VENV) ## Train, export models/model.onnx and its card models/model.json
 	$(CLI) train
 
+.PHONY: evaluate
 evaluate: $(VENV) ## Score the model on the test split, plot its errors
 	$(CLI) evaluate
 
+.PHONY: predict
 predict: $(VENV) ## Score a file: make predict INPUT=data.csv OUTPUT=predictions.parquet
 	$(CLI) predict "$(or $(INPUT),data/processed/current/test.parquet)" --output "$(or $(OUTPUT),predictions.parquet)"
 
+.PHONY: serve
 serve: $(VENV) ## Serve the model on http://127.0.0.1:8000
 	$(CLI) serve
 
+.PHONY: info
 info: $(VENV) ## Show the trained model's card
 	$(CLI) info
 
+.PHONY: bench
 bench: $(VENV) ## Print performance figures on your data (QUICK=1: small sizes, to try it)
 	UV=$(UV) $(RUN) python -m benchmarks $(if $(QUICK),--quick)
 
+.PHONY: update
 update: $(VENV) ## Take the template's latest release (copier update), keeping your own changes
 	$(RUN) copier update --conflict inline --skip-answered $(ARGS)
-	@echo "Updated. Review with 'git status' and 'git diff'; resolve every conflict marker."
-	@echo "'make lint' fails while markers or .rej files remain."
+	@# Copier never merges uv.lock (it is the user's): uv writes it anew for the merged pyproject.
+	$(UV) lock
 	@git status --short
+	@bash .ci/check-conflicts || { echo "Resolve each conflict, then run 'make lint'."; exit 1; }
+	@echo "Updated. Review with 'git status' and 'git diff', then run 'make all'."
 
+.PHONY: clean
 clean: ## Remove generated data, models and caches
 	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache \
 		.hypothesis .bench

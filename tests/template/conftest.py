@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,8 @@ import yaml
 from scripts import _template
 
 ROOT = _template.ROOT
+# uv as the template's own `make install` has it (on PATH, or bootstrapped into .tools/).
+UV = shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
 
 
 def render(dest: Path, vcs_ref: str | None = "HEAD", **answers: Any) -> Path:

