@@ -19,6 +19,7 @@ def main() -> None:
             pipeline.train(Path(tmp)),
             duration=1 if args.quick else serving.DURATION,
             rounds=1 if args.quick else serving.ROUNDS,
+            peer=not args.quick,  # installing MLServer takes minutes the first time
         )
 
 

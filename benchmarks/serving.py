@@ -276,12 +276,14 @@ class Target:
         return f"ratio {self.what:44} {self.ratio:5.2f}x (target {sign} {self.bound}x){mark}"
 
 
-def bench_serving(model_dir: Path, *, duration: float = DURATION, rounds: int = ROUNDS) -> None:
+def bench_serving(
+    model_dir: Path, *, duration: float = DURATION, rounds: int = ROUNDS, peer: bool = True
+) -> None:
     """Print the serving figures and their ratios to the targets; `rounds` alternating rounds
-    of `duration` seconds a run, each figure the median of its rounds."""
+    of `duration` seconds a run, each figure the median of its rounds; MLServer too if `peer`."""
     card = load_card(current_version(model_dir) / CARD_FILE)
     requests = _requests(card)
-    mlserver, why = _mlserver_env()
+    mlserver, why = _mlserver_env() if peer else (None, "a quick run leaves it out")
     servers = [name for name in SERVES if name != "mlserver" or mlserver is not None]
     runs: dict[tuple[str, Scenario], list[Result]] = {}
     with contextlib.suppress(AttributeError, OSError):
