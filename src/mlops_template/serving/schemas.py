@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import msgspec
 from pydantic import BaseModel, ConfigDict, Field, create_model, with_config
 from typing_extensions import TypedDict
 
@@ -17,9 +18,11 @@ from ..schema import ColumnSpec
 
 __all__ = [
     "ErrorResponse",
+    "InferBody",
     "InferErrorResponse",
     "InferRequest",
     "InferResponse",
+    "InferTensor",
     "ModelMetadata",
     "PredictSchemas",
     "ReadInferRequest",
@@ -174,6 +177,35 @@ class ReadInferRequest(InferRequest):
     value, at several times the cost) and names the feature and row of any that is wrong."""
 
     inputs: list[_ReadInput] = Field(min_length=1)  # type: ignore[assignment]
+
+
+# The same envelope for msgspec, which reads a body straight into these structs several times
+# faster than pydantic: the route tries it first and leaves to `ReadInferRequest` only the
+# bodies it refuses, to find and name every problem. Anything it takes, pydantic takes too,
+# with the same values (a test holds the two together).
+_Shape = Annotated[
+    list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=1, max_length=2)
+]
+
+
+class InferTensor(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    shape: _Shape
+    datatype: Datatype
+    parameters: dict[str, Scalar] | None = None
+    data: list[Any] | None = None
+
+
+class InferOutput(msgspec.Struct, forbid_unknown_fields=True):
+    name: str
+    parameters: dict[str, Scalar] | None = None
+
+
+class InferBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    id: str | None = None
+    parameters: dict[str, Scalar] | None = None
+    inputs: Annotated[list[InferTensor], msgspec.Meta(min_length=1)]
+    outputs: list[InferOutput] | None = None
 
 
 class ResponseOutput(BaseModel):

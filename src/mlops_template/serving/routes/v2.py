@@ -7,6 +7,7 @@ import math
 import struct
 from typing import Any
 
+import msgspec
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -16,8 +17,10 @@ from ... import __version__
 from ...card import ModelCard
 from ...errors import ApiError, InputValidationError
 from ..schemas import (
+    InferBody,
     InferRequest,
     InferResponse,
+    InferTensor,
     ModelMetadata,
     ReadInferRequest,
     RequestInput,
@@ -34,10 +37,25 @@ from ..service import (
     require_json,
 )
 
-__all__ = ["model_metadata", "router"]
+__all__ = ["model_metadata", "read_request", "router"]
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
 _INFER_REQUEST = TypeAdapter(ReadInferRequest)
+_INFER_BODY_DECODER = msgspec.json.Decoder(InferBody)
+Parsed = InferRequest | InferBody
+Tensor = RequestInput | InferTensor
+
+
+def read_request(header: bytes) -> Parsed:
+    """The request's JSON envelope: msgspec's structs when it takes it (nearly always), else
+    pydantic's models, or pydantic's 400 or 422 naming every problem."""
+    try:
+        return _INFER_BODY_DECODER.decode(header)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        parsed: InferRequest = parse_json(_INFER_REQUEST, header)
+        return parsed
+
+
 _NUMBER_TYPES = frozenset(
     {
         "FP16",
@@ -127,7 +145,7 @@ def _split_body(request: Request, body: bytes) -> tuple[bytes, bytes]:
     return body[: int(length)], body[int(length) :]
 
 
-def _binary_values(tensor: RequestInput, index: int, blob: memoryview) -> list[Any]:
+def _binary_values(tensor: Tensor, index: int, blob: memoryview) -> list[Any]:
     """A tensor's values from the binary tensor extension: little-endian numbers (NaN for a
     missing number), or BYTES as 4-byte lengths and UTF-8 text (empty for a missing label)."""
     where = f"inputs[{index}]"
@@ -156,12 +174,13 @@ def _binary_values(tensor: RequestInput, index: int, blob: memoryview) -> list[A
     return list(array.tolist())  # NaN stays NaN: the protocol's missing number
 
 
-def _tensor_values(parsed: InferRequest, binary: bytes) -> list[list[Any] | None]:
+def _tensor_values(parsed: Parsed, binary: bytes) -> list[list[Any] | None]:
     """Every input tensor's values, from its `data` or from the binary data that follows."""
     blob = memoryview(binary)
     offset = 0
     values: list[list[Any] | None] = []
-    for i, tensor in enumerate(parsed.inputs):
+    inputs: list[Tensor] = list(parsed.inputs)
+    for i, tensor in enumerate(inputs):
         size = (tensor.parameters or {}).get("binary_data_size")
         if size is None:
             values.append(tensor.data)
@@ -178,13 +197,14 @@ def _tensor_values(parsed: InferRequest, binary: bytes) -> list[list[Any] | None
 
 
 def _columns(
-    request: InferRequest, card: ModelCard, max_rows: int, data: list[list[Any] | None]
+    request: Parsed, card: ModelCard, max_rows: int, data: list[list[Any] | None]
 ) -> tuple[dict[str, list[Any]], int]:
     """Each feature's values from its tensor, with every problem of names, shapes and types."""
     specs = {f.name: f for f in card.features}
     issues: list[str] = []
     found: dict[str, int] = {}
-    for i, tensor in enumerate(request.inputs):
+    inputs: list[Tensor] = list(request.inputs)
+    for i, tensor in enumerate(inputs):
         if tensor.name not in specs:
             issues.append(
                 f"inputs[{i}].name: {tensor.name[:60]!r} is not a model input "
@@ -197,7 +217,7 @@ def _columns(
     issues += [f"inputs: missing input {name!r}" for name in specs if name not in found]
     rows: int | None = None
     for name, i in found.items():
-        tensor = request.inputs[i]
+        tensor = inputs[i]
         expected = "BYTES" if specs[name].type == "category" else "a numeric datatype (e.g. FP32)"
         if (tensor.datatype == "BYTES") != (specs[name].type == "category") or (
             tensor.datatype != "BYTES" and tensor.datatype not in _NUMBER_TYPES
@@ -305,7 +325,7 @@ async def infer(request: Request, service: ServiceDep) -> Response:
     card = _model(service, path["model_name"], path.get("model_version"))
     require_json(request)
     header, binary = _split_body(request, await request.body())
-    parsed: InferRequest = parse_json(_INFER_REQUEST, header)
+    parsed = read_request(header)
     known = {"value"} if card.task == "regression" else {"label", "probabilities"}
     wanted = {o.name: o for o in parsed.outputs or ()}
     if set(wanted) - known:
