@@ -188,7 +188,7 @@ _Shape = Annotated[
 ]
 
 
-class InferTensor(msgspec.Struct, forbid_unknown_fields=True):
+class InferTensor(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     name: str
     shape: _Shape
     datatype: Datatype
