@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tempfile
+import tomllib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -77,3 +79,30 @@ def render(source: Path, dest: Path, answers: dict[str, Any], vcs_ref: str | Non
             unsafe=False,
         )
     return dest
+
+
+def release_tag(root: Path = ROOT) -> str:
+    """The release a working tree is, as the release workflow tags it: `v` and its version."""
+    version = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return f"v{version['version']}"
+
+
+def template_url(root: Path = ROOT) -> str:
+    """Where the template itself lives (copier.yml's `template_url`)."""
+    import yaml
+
+    config = yaml.safe_load((root / "copier.yml").read_text(encoding="utf-8"))
+    return str(config["template_url"]["default"])
+
+
+def record_source(project: Path, url: str, ref: str) -> None:
+    """Point a project's answers file at where `copier update` will find the template later:
+    its repository and release tag, not the folder or commit it happened to be rendered from
+    (a clone that moves, or a "Use this template" repository's own first commit)."""
+    answers = project / ".copier-answers.yml"
+    text = answers.read_text(encoding="utf-8")
+    text = re.sub(r"(?m)^_src_path: .*$", f"_src_path: {url}", text)
+    text = re.sub(r"(?m)^_commit: .*$", f"_commit: {ref}", text)
+    with tempfile.NamedTemporaryFile("w", dir=project, delete=False, encoding="utf-8") as tmp:
+        tmp.write(text)
+    Path(tmp.name).replace(answers)

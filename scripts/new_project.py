@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from _template import ROOT, render
+from _template import ROOT, record_source, release_tag, render, template_url
 
 PREFIX = "Validation error for question "
 
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             message = message.split(": ", 1)[1] if ": " in message else message
         print(f"error: {message}", file=sys.stderr)
         return 1
+    # Updates come from the template's repository and this release, not from this clone.
+    record_source(dest, template_url(), release_tag())
     print(f"created {dest}")
     if args.no_bring_up:
         return 0

@@ -13,14 +13,13 @@ workflow's own token may not change workflow files.
 from __future__ import annotations
 
 import argparse
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from _template import render
+from _template import record_source, release_tag, render
 
 # A workflow's token may not change workflow files: the template's own two stay (they do nothing
 # outside the template), and so does the rest of .git.
@@ -37,12 +36,8 @@ def answers_for(repository: str) -> dict[str, str]:
 def render_in_place(path: Path, answers: dict[str, str], template_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rendered = render(path, Path(tmp) / "project", answers)
-        if template_url:  # so that `copier update` finds the template, not this temporary copy
-            answers_file = rendered / ".copier-answers.yml"
-            text = answers_file.read_text(encoding="utf-8")
-            answers_file.write_text(
-                re.sub(r"(?m)^_src_path: .*$", f"_src_path: {template_url}", text)
-            )
+        if template_url:  # so that `copier update` finds the template and this release
+            record_source(rendered, template_url, release_tag(path))
         for child in path.iterdir():
             if child.name == ".git":
                 continue

@@ -348,3 +348,69 @@ def test_the_rendered_lock_is_what_uv_writes(tmp_path: Path, slug: str) -> None:
     for command in ("add", "remove"):
         subprocess.run([UV, command, "--no-sync", "--quiet", "idna"], cwd=project, check=True)
     assert (project / "uv.lock").read_bytes() == rendered
+
+
+CANONICAL = _template.template_url()
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@example.com",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@example.com",
+}
+
+
+def serve_template_at_its_url(monkeypatch: pytest.MonkeyPatch, template: Path) -> None:
+    """git (and so Copier) fetches the template's canonical URL from `template`, as it would
+    from GitHub: the projects below record only that URL."""
+    monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{template}.insteadOf")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"{CANONICAL}.git")
+
+
+def test_a_project_made_by_make_new_updates_after_the_clone_moves(
+    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project = tmp_path / "made"
+    script = template / "scripts" / "new_project.py"
+    command = [sys.executable, str(script), str(project), "--name", "Kept Project", "--no-bring-up"]
+    made = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == CANONICAL
+    assert answers["_commit"] == "v0.1.0"
+    git(project, "init", "--quiet", "-b", "main")
+    commit_all(project, "Made by make new")
+
+    moved = template.rename(tmp_path / "moved-clone")  # the clone the project came from moves
+    release_v2(moved)
+    serve_template_at_its_url(monkeypatch, moved)
+    update(project)
+    assert (project / "docs" / "operations.md").is_file()
+    assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v0.2.0"
+
+
+def test_a_use_this_template_repository_updates(
+    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = copy_as_new_repository(tmp_path / "penguin-service")  # GitHub's copy, its own history
+    command = [
+        sys.executable,
+        str(repo / "scripts" / "render_self.py"),
+        "--repository",
+        "acme/penguin-service",
+        "--path",
+        str(repo),
+        "--template-url",
+        f"{CANONICAL}.git",  # the workflow passes GitHub's clone URL of the template
+        "--commit",
+    ]
+    env = {**os.environ, **IDENTITY}
+    rendered = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert rendered.returncode == 0, rendered.stderr
+    answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == "v0.1.0"  # a release of the template, not this repository's
+
+    release_v2(template)
+    serve_template_at_its_url(monkeypatch, template)
+    update(repo)
+    assert (repo / "docs" / "operations.md").is_file()
