@@ -3,7 +3,8 @@
 .PHONY: new sync-template check-template
 
 new: install ## Scaffold a project and bring it up: make new DEST=../my-project [NAME="My Project"]
-	$(RUN) python scripts/new_project.py "$(DEST)" $(if $(NAME),--name "$(NAME)")
+	$(RUN) python scripts/new_project.py "$(DEST)" \
+		$(if $(filter command line,$(origin NAME)),--name "$(NAME)")
 
 sync-template: ## Regenerate template/ from this repository's own files
 	$(RUN) python scripts/sync_template.py

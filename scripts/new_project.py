@@ -50,8 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {dest} exists and is not empty; choose a new folder", file=sys.stderr)
         return 1
     answers = parse_answers(args.data)
-    if args.name:
-        answers["project_name"] = args.name
+    if args.name is not None:
+        if not args.name.strip():
+            print(
+                'error: NAME is empty; give a name: make new DEST=... NAME="My Project"',
+                file=sys.stderr,
+            )
+            return 2
+        answers["project_name"] = args.name.strip()
     try:
         render(ROOT, dest, answers)
     except ValueError as exc:

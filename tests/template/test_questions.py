@@ -22,9 +22,10 @@ BAD_ANSWERS: list[tuple[str, Any, str]] = [
             ("tab\there", "control characters"),
             ("bell\x07", "control characters"),
             ("x" * 81, "at most 80"),
-            ("123 456", "needs at least one letter"),
-            ("日本語", "needs at least one letter"),
-            ("!!!", "needs at least one letter"),
+            ("123 456", "none can be made from project_name"),
+            ("日本語", "none can be made from project_name"),
+            ("!!!", "none can be made from project_name"),
+            ("  padded ", "no leading or trailing spaces"),
             ("null\x00byte", "control characters"),
         ]
     ],
@@ -146,8 +147,10 @@ def test_bad_answer_is_rejected_naming_the_question_and_nothing_is_written(
         ("json", "json", "json_app"),
         ("Test", "test", "test_app"),
         ("2 Fast 2 Furious", "fast-2-furious", "fast_2_furious"),
-        ("Café Übersicht", "caf-bersicht", "caf_bersicht"),
-        ("  spaced   out  ", "spaced-out", "spaced_out"),
+        ("Café Übersicht", "cafe-ubersicht", "cafe_ubersicht"),
+        ("Zoë's Model", "zoes-model", "zoes_model"),
+        ("Straße 5 Łódź", "strasse-5-lodz", "strasse_5_lodz"),
+        ("spaced   out", "spaced-out", "spaced_out"),
         (
             "A very long project name that goes on and on and on",
             "a-very-long-project-name-that-goes-on-an",
@@ -160,6 +163,13 @@ def test_derived_defaults_are_valid(tmp_path: Path, name: str, slug: str, packag
     answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
     assert (answers["project_slug"], answers["package_name"]) == (slug, package)
     assert (dest / "src" / package / "__init__.py").is_file()
+
+
+def test_a_name_in_any_script_takes_an_explicit_slug_and_package(tmp_path: Path) -> None:
+    dest = render(tmp_path / "project", project_name="名前のモデル", project_slug="namae")
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
+    assert (answers["project_name"], answers["package_name"]) == ("名前のモデル", "namae")
+    assert "# 名前のモデル" in (dest / "README.md").read_text()
 
 
 def test_awkward_free_text_still_renders_files_that_parse(tmp_path: Path) -> None:

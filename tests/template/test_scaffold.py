@@ -64,6 +64,14 @@ def copy_as_new_repository(dest: Path) -> Path:
     return dest
 
 
+def test_new_refuses_an_empty_name_rather_than_using_the_default(tmp_path: Path) -> None:
+    for name in ("", "   "):
+        result = new(str(tmp_path / "project"), "--name", name, "--no-bring-up")
+        assert result.returncode == 2
+        assert result.stderr.strip().startswith("error: NAME is empty")
+        assert not (tmp_path / "project").exists()
+
+
 def test_use_this_template_renders_the_new_repository_under_its_own_name(tmp_path: Path) -> None:
     repo = copy_as_new_repository(tmp_path / "penguin-service")
     env = {
