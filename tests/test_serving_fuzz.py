@@ -23,7 +23,7 @@ from mlops_template.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
-CASES_PER_OPERATION = 250  # 4 operations take arbitrary input: 1,000 valid cases or more
+CASES_PER_OPERATION = 250  # each of the two operations that take a body (/predict, v2 infer)
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +52,33 @@ def test_the_schema_lists_every_operation(api_schema: Any) -> None:
     } <= labels
 
 
+V2_INFER = "POST /v2/models/{model_name}/infer"
+
+
+def with_consistent_tensors(case: Any) -> Any:
+    """A v2 request made whole by the two rules of the protocol that JSON Schema cannot state
+    (the published schema says so): a tensor's shape gives how many values it holds, and every
+    tensor has the same number of rows."""
+    inputs = case.body.get("inputs") if isinstance(case.body, dict) else None
+    if isinstance(inputs, list):
+        tensors = [t for t in inputs if isinstance(t, dict) and isinstance(t.get("data"), list)]
+        rows = min((len(t["data"]) for t in tensors), default=1)
+        for t in tensors:
+            t["data"] = t["data"][:rows]
+            t["shape"] = [rows, 1] if len(t.get("shape") or ()) == 2 else [rows]
+    return case
+
+
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=str)
 def test_api_conforms_to_its_schema(api_schema: Any, mode: GenerationMode) -> None:
     """Every operation, valid then invalid data, every Schemathesis check."""
     cases = 0
     for operation in operations(api_schema):
+        strategy = operation.as_strategy(generation_mode=mode)
+        if mode == GenerationMode.POSITIVE and operation.label == V2_INFER:
+            strategy = strategy.map(with_consistent_tensors)
 
-        @given(case=operation.as_strategy(generation_mode=mode))
+        @given(case=strategy)
         @settings(
             max_examples=CASES_PER_OPERATION,
             deadline=None,
@@ -76,8 +96,9 @@ def test_api_conforms_to_its_schema(api_schema: Any, mode: GenerationMode) -> No
         except Unsatisfiable:
             # An operation without parameters or body has no invalid data to send.
             assert mode == GenerationMode.NEGATIVE
-    # Valid data reaches every operation; invalid data only those that take input.
-    assert cases >= (1000 if mode == GenerationMode.POSITIVE else 2 * CASES_PER_OPERATION)
+    # The two predicting operations get their full share, valid or not (the others take
+    # little or no input: a model name has one valid value).
+    assert cases >= 2 * CASES_PER_OPERATION
 
 
 JSON_VALUES = st.recursive(

@@ -32,7 +32,7 @@ from .batching import InFlight, MicroBatcher
 from .metrics import ServingMetrics
 from .middleware import ServingMiddleware
 from .routes import health, predict, v2
-from .schemas import ErrorResponse, InferRequest, PredictSchemas
+from .schemas import ErrorResponse, PredictSchemas, infer_request_schema
 from .service import JSONBytesResponse, ModelService, error_body
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -119,10 +119,17 @@ def _openapi(app: FastAPI, schemas: PredictSchemas) -> Any:
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
             components = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in (schemas.request, InferRequest, ErrorResponse):
+            for model in (schemas.request, ErrorResponse):
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
+            # v2: this model's tensors, and its name as the only one the paths take.
+            components["InferRequest"] = infer_request_schema(schemas.card, schemas.max_rows)
+            for path in document.get("paths", {}).values():
+                for operation in path.values():
+                    for parameter in operation.get("parameters", ()):
+                        if parameter.get("name") == "model_name":
+                            parameter["schema"] = {"type": "string", "enum": [schemas.card.name]}
             app.openapi_schema = document
         return app.openapi_schema
 

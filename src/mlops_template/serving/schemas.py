@@ -10,13 +10,14 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel, ConfigDict, Field, create_model, with_config
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, with_config
 from typing_extensions import TypedDict
 
 from ..card import ModelCard
 from ..schema import ColumnSpec
 
 __all__ = [
+    "NUMERIC_DATATYPES",
     "ErrorResponse",
     "InferBody",
     "InferErrorResponse",
@@ -28,6 +29,7 @@ __all__ = [
     "ReadInferRequest",
     "ServerMetadata",
     "TensorMetadata",
+    "infer_request_schema",
 ]
 
 _STRICT = ConfigDict(extra="forbid")
@@ -68,6 +70,85 @@ def _prediction_item(card: ModelCard) -> Any:
         __config__=_STRICT,
         value=(float, Field(description=f"Predicted {card.target.name}")),
     )
+
+
+NUMERIC_DATATYPES: tuple[str, ...] = ("FP16", "FP32", "FP64", "INT8", "INT16", "INT32")
+NUMERIC_DATATYPES += ("INT64", "UINT8", "UINT16", "UINT32", "UINT64")
+_SCALAR = {"type": ["boolean", "integer", "number", "string", "null"]}
+# In a JSON body no tensor may say its values follow as binary data (that is the binary
+# tensor extension's own framing, documented apart).
+_JSON_TENSOR_PARAMETERS = {
+    "type": "object",
+    "additionalProperties": _SCALAR,
+    "properties": {"binary_data_size": {"not": {}}},
+}
+
+
+def infer_request_schema(card: ModelCard, max_rows: int) -> dict[str, Any]:
+    """The v2 infer request for this model as JSON Schema: one tensor per feature, in the card's
+    order, each with its datatype and values of its type, categories and range.
+
+    Two rules of the protocol JSON Schema cannot state are the server's to check: a tensor's
+    shape gives how many values it holds, and every tensor has the same number of rows.
+    """
+
+    def tensor(spec: ColumnSpec) -> dict[str, Any]:
+        values = TypeAdapter(_feature_type(spec)).json_schema()
+        if spec.type == "category" and spec.nullable:  # the protocol's missing label
+            values = {"anyOf": [values, {"const": ""}]}
+        rows = {"type": "integer", "minimum": 1, "maximum": max_rows}
+        datatypes = ["BYTES"] if spec.type == "category" else list(NUMERIC_DATATYPES)
+        return {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name", "shape", "datatype", "data"],
+            "properties": {
+                "name": {"const": spec.name},
+                "shape": {
+                    "type": "array",
+                    "prefixItems": [rows, {"const": 1}],
+                    "items": False,
+                    "minItems": 1,
+                    "maxItems": 2,
+                },
+                "datatype": {"enum": datatypes},
+                "data": {"type": "array", "minItems": 1, "maxItems": max_rows, "items": values},
+                "parameters": _JSON_TENSOR_PARAMETERS,
+            },
+        }
+
+    outputs = ["value"] if card.task == "regression" else ["label", "probabilities"]
+    return {
+        "title": "InferRequest",
+        "description": infer_request_schema.__doc__.split("\n\n")[0]
+        if infer_request_schema.__doc__
+        else "",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["inputs"],
+        "properties": {
+            "id": {"type": "string"},
+            "parameters": {"type": "object", "additionalProperties": _SCALAR},
+            "inputs": {
+                "type": "array",
+                "prefixItems": [tensor(spec) for spec in card.features],
+                "items": False,
+                "minItems": len(card.features),
+            },
+            "outputs": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"enum": outputs},
+                        "parameters": {"type": "object", "additionalProperties": _SCALAR},
+                    },
+                },
+            },
+        },
+    }
 
 
 class PredictSchemas:

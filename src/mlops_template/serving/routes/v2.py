@@ -17,6 +17,7 @@ from ... import __version__
 from ...card import ModelCard
 from ...errors import ApiError, InputValidationError
 from ..schemas import (
+    NUMERIC_DATATYPES,
     InferBody,
     InferRequest,
     InferResponse,
@@ -56,21 +57,7 @@ def read_request(header: bytes) -> Parsed:
         return parsed
 
 
-_NUMBER_TYPES = frozenset(
-    {
-        "FP16",
-        "FP32",
-        "FP64",
-        "INT8",
-        "INT16",
-        "INT32",
-        "INT64",
-        "UINT8",
-        "UINT16",
-        "UINT32",
-        "UINT64",
-    }
-)
+_NUMBER_TYPES = frozenset(NUMERIC_DATATYPES)
 
 
 def _outputs(card: ModelCard) -> list[TensorMetadata]:
@@ -304,9 +291,14 @@ _INFER_BODY = {
 }
 
 
+_BINARY_ANSWER = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
 _INFER = {
     "response_model": InferResponse,
-    "responses": error_responses(400, 404, 413, 415, 422, 500, 503, v2=True),
+    "responses": {
+        # With `binary_data_output` (or an output's `binary_data`), the binary tensor extension.
+        200: {"content": _BINARY_ANSWER},
+        **error_responses(400, 404, 413, 415, 422, 500, 503, v2=True),
+    },
     "openapi_extra": _INFER_BODY,
 }
 
