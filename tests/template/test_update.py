@@ -360,8 +360,9 @@ IDENTITY = {
 
 
 def serve_template_at_its_url(monkeypatch: pytest.MonkeyPatch, template: Path) -> None:
-    """git (and so Copier) fetches the template's canonical URL from `template`, as it would
-    from GitHub: the projects below record only that URL."""
+    """git (and so Copier, in the processes started after this) fetches the template's canonical
+    URL from `template`, as it would from GitHub: the projects below record only that URL.
+    (Copier in this process would not see it: plumbum copies the environment at import.)"""
     monkeypatch.setenv("GIT_CONFIG_COUNT", "1")
     monkeypatch.setenv("GIT_CONFIG_KEY_0", f"url.{template}.insteadOf")
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"{CANONICAL}.git")
@@ -384,7 +385,8 @@ def test_a_project_made_by_make_new_updates_after_the_clone_moves(
     moved = template.rename(tmp_path / "moved-clone")  # the clone the project came from moves
     release_v2(moved)
     serve_template_at_its_url(monkeypatch, moved)
-    update(project)
+    result = make_update(project, "--vcs-ref", "v0.2.0", "--defaults")
+    assert result.returncode == 0, result.stdout + result.stderr
     assert (project / "docs" / "operations.md").is_file()
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v0.2.0"
 
@@ -412,5 +414,6 @@ def test_a_use_this_template_repository_updates(
 
     release_v2(template)
     serve_template_at_its_url(monkeypatch, template)
-    update(repo)
+    result = make_update(repo, "--vcs-ref", "v0.2.0", "--defaults")
+    assert result.returncode == 0, result.stdout + result.stderr
     assert (repo / "docs" / "operations.md").is_file()
