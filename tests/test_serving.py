@@ -271,3 +271,17 @@ def test_docs_work_with_no_network(api: TestClient) -> None:
         assert len(asset.content) > 500
     assert "openapi.json" in page.text
     assert api.get("/redoc").status_code == 404  # ReDoc loads from a CDN: not offered
+
+
+def test_the_demo_page_is_served_whole_from_the_package(api: TestClient) -> None:
+    """`/demo` and what it loads come from this server (the browser test drives it)."""
+    import re
+
+    page = api.get("/demo")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    sources = [u for u in re.findall(r'(?:src|href)="([^"]+)"', page.text) if u != "data:,"]
+    assert {"/static/demo/demo.js", "/static/demo/demo.css"} <= set(sources)
+    assert all(url.startswith("/") for url in sources), sources  # nothing from another host
+    for url in sources:
+        assert api.get(url).status_code == 200, url

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -140,8 +140,13 @@ _STATIC = Path(__file__).resolve().parent / "static"
 
 
 def _install_docs(app: FastAPI) -> None:
-    """`/docs`, Swagger UI from the package's own copy, so it works with no network."""
+    """`/docs`, Swagger UI from the package's own copy, and `/demo`, a page that builds a form
+    from the model card and shows the answer: both work with no network."""
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+    @app.get("/demo", include_in_schema=False)
+    async def demo() -> FileResponse:
+        return FileResponse(_STATIC / "demo" / "index.html")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
