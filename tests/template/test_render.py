@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scripts import _template
+
 from .conftest import UV, render
 
 BIN = Path(sys.executable).parent
@@ -95,6 +97,8 @@ def test_every_option_renders_a_clean_project(
         config = json.loads((dest / ".devcontainer" / "devcontainer.json").read_text())
         assert config["image"].endswith(f"python:1-{python}-bookworm")
     for path in dest.rglob("*"):
+        relative = path.relative_to(dest).as_posix()
+        assert not relative.startswith(_template.GENERATOR_ONLY), relative  # the template's own
         text = path.read_text(errors="replace") if path.is_file() else ""
         assert not [p for p in PLUMBING if p in text], path
     made_from = next(
