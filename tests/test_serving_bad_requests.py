@@ -494,3 +494,19 @@ def test_unknown_keys_are_never_echoed_at_length(api: TestClient) -> None:
     response = api.post("/predict", content=many_keys, headers=JSON)
     assert response.status_code in (413, 422)
     assert len(response.content) < 4_000
+
+
+def test_a_key_given_twice_is_refused_in_v2_too(api: TestClient) -> None:
+    url = "/v2/models/penguins/infer"
+    good = json.dumps(v2())
+    first = good.index('"datatype"')
+    twice_in_a_tensor = good[:first] + '"datatype": "FP64", ' + good[first:]
+    twice_at_the_top = good[:-1] + ', "inputs": []}'
+    for content in (twice_in_a_tensor, twice_at_the_top):
+        response = api.post(url, content=content.encode(), headers=JSON)
+        assert response.status_code == 400, response.text
+        assert "is given twice" in response.json()["error"]
+    colons_in_values = json.dumps(v2(id="run:1", parameters={"note": "a:b", "none": None}))
+    response = api.post(url, content=colons_in_values.encode(), headers=JSON)
+    assert response.status_code == 200, response.text  # colons in strings are not keys
+    assert response.json()["id"] == "run:1"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -26,11 +28,14 @@ __all__ = [
     "ServiceDep",
     "check_json_content_type",
     "dumps",
+    "duplicate_keys",
     "error_body",
     "error_responses",
     "get_service",
     "parse_json",
+    "refuse_duplicate_keys",
     "require_json",
+    "shown",
 ]
 
 
@@ -125,6 +130,7 @@ def parse_json(adapter: TypeAdapter[Any], body: bytes) -> Any:
 
 
 V2_PREFIX = "/v2"
+_NAME = 60  # longest field name echoed back
 
 
 def error_body(detail: list[str], request_id: str | None, path: str = "") -> bytes:
@@ -133,6 +139,34 @@ def error_body(detail: list[str], request_id: str | None, path: str = "") -> byt
     if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
         return orjson.dumps({"error": "; ".join(detail)})
     return orjson.dumps({"detail": detail, "request_id": request_id})
+
+
+def shown(name: str) -> str:
+    """A field name as an error line quotes it, cut to a readable length."""
+    return repr(name if len(name) <= _NAME else name[: _NAME - 3] + "...")
+
+
+def duplicate_keys(body: bytes) -> list[str]:
+    """Keys given twice in one object anywhere in the body (JSON parsers keep the last)."""
+    found: list[str] = []
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        counts = Counter(key for key, _ in items)
+        found.extend(key for key, count in counts.items() if count > 1)
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except RecursionError:  # nested deeper than Python's parser goes: no key to name
+        return []
+    return found
+
+
+def refuse_duplicate_keys(body: bytes) -> None:
+    """400 naming each key given twice in one object (the parsers kept only the last)."""
+    twice = duplicate_keys(body)
+    if twice:
+        raise ApiError(400, [f"body: key {shown(k)} is given twice" for k in twice[:20]])
 
 
 def dumps(content: Any) -> bytes:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from collections import Counter
 from operator import attrgetter, itemgetter
 from typing import Annotated, Any
 
@@ -22,35 +20,16 @@ from ..service import (
     ServiceDep,
     check_json_content_type,
     error_responses,
+    refuse_duplicate_keys,
+    shown,
 )
 
 __all__ = ["PATH", "RecordsCodec", "build_router", "predict_json", "read_records"]
 
 PATH = "/predict"
 _LINES = 20  # most problem lines in one answer
-_NAME = 60  # longest field name echoed back
 # What a JSON parser raises for a body it cannot read (invalid UTF-8 and deep nesting included).
 _UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
-
-
-def _shown(name: str) -> str:
-    return repr(name if len(name) <= _NAME else name[: _NAME - 3] + "...")
-
-
-def _duplicate_keys(body: bytes) -> list[str]:
-    """Keys given twice in one object anywhere in the body (JSON parsers keep the last)."""
-    found: list[str] = []
-
-    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
-        counts = Counter(key for key, _ in items)
-        found.extend(key for key, count in counts.items() if count > 1)
-        return dict(items)
-
-    try:
-        json.loads(body, object_pairs_hook=pairs)
-    except RecursionError:  # nested deeper than Python's parser goes: no key to name
-        return []
-    return found
 
 
 def read_records(body: bytes, card: ModelCard, max_rows: int) -> dict[str, list[Any]]:
@@ -68,11 +47,8 @@ def read_records(body: bytes, card: ModelCard, max_rows: int) -> dict[str, list[
         return _envelope(body, data, card, max_rows)
     except ApiError as exc:
         # A key given twice may be why the envelope looks wrong (the parser kept the last).
-        twice = _duplicate_keys(body) if exc.status == 422 else []
-        if twice:
-            raise ApiError(
-                400, [f"body: key {_shown(k)} is given twice" for k in twice[:_LINES]]
-            ) from None
+        if exc.status == 422:
+            refuse_duplicate_keys(body)
         raise
 
 
@@ -81,7 +57,7 @@ def _envelope(body: bytes, data: Any, card: ModelCard, max_rows: int) -> dict[st
         raise ApiError(422, ["body: expected an object with a `records` list"])
     if len(data) > 1:
         extra = sorted(k for k in data if k != "records")[:_LINES]
-        raise ApiError(422, [f"body: unknown field {_shown(k)}" for k in extra])
+        raise ApiError(422, [f"body: unknown field {shown(k)}" for k in extra])
     records = data["records"]
     if type(records) is not list or not records:
         raise ApiError(422, ["records: expected a list of at least one record"])
@@ -96,9 +72,7 @@ def _envelope(body: bytes, data: Any, card: ModelCard, max_rows: int) -> dict[st
     # Each colon outside a string is one key: as many colons as parsed keys means none was
     # given twice (colons inside strings only add to the count, so they cannot hide one).
     if body.count(b":") != 1 + sum(map(len, records)):
-        twice = _duplicate_keys(body)
-        if twice:
-            raise ApiError(400, [f"body: key {_shown(k)} is given twice" for k in twice[:_LINES]])
+        refuse_duplicate_keys(body)
     # Every record with as many keys as there are features, and every feature in each: then
     # each has exactly the features. Both run in C, not in a Python loop per record.
     if set(map(len, records)) == {len(names)}:
@@ -109,8 +83,8 @@ def _envelope(body: bytes, data: Any, card: ModelCard, max_rows: int) -> dict[st
     wanted = frozenset(names)
     lines: list[str] = []
     for i, record in enumerate(records):
-        lines += [f"records[{i}]: missing feature {_shown(n)}" for n in names if n not in record]
-        lines += [f"records[{i}]: unknown field {_shown(k)}" for k in record if k not in wanted]
+        lines += [f"records[{i}]: missing feature {shown(n)}" for n in names if n not in record]
+        lines += [f"records[{i}]: unknown field {shown(k)}" for k in record if k not in wanted]
         if len(lines) >= _LINES:
             break
     raise ApiError(422, lines[:_LINES])

@@ -35,6 +35,7 @@ from ..service import (
     dumps,
     error_responses,
     parse_json,
+    refuse_duplicate_keys,
     require_json,
 )
 
@@ -49,12 +50,36 @@ Tensor = RequestInput | InferTensor
 
 def read_request(header: bytes) -> Parsed:
     """The request's JSON envelope: msgspec's structs when it takes it (nearly always), else
-    pydantic's models, or pydantic's 400 or 422 naming every problem."""
+    pydantic's models, or pydantic's 400 or 422 naming every problem; 400 for a key given
+    twice in one object."""
     try:
-        return _INFER_BODY_DECODER.decode(header)
+        fast = _INFER_BODY_DECODER.decode(header)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        parsed: InferRequest = parse_json(_INFER_REQUEST, header)
+        try:
+            parsed: InferRequest = parse_json(_INFER_REQUEST, header)
+        except ApiError as exc:
+            if exc.status == 422:  # a key given twice may be why (the parser kept the last)
+                refuse_duplicate_keys(header)
+            raise
+        refuse_duplicate_keys(header)
         return parsed
+    # As many colons as keys read: none was given twice (a colon in a string, or a key whose
+    # value is null, only adds to the count, and sends the body to the full check).
+    if header.count(b":") != _keys(fast):
+        refuse_duplicate_keys(header)
+    return fast
+
+
+def _keys(body: InferBody) -> int:
+    """The keys of a decoded body, counting those whose value is not null."""
+    count = 1 + (body.id is not None) + (body.parameters is not None) + (body.outputs is not None)
+    count += len(body.parameters or {})
+    for tensor in body.inputs:
+        count += 3 + (tensor.parameters is not None) + (tensor.data is not None)
+        count += len(tensor.parameters or {})
+    for output in body.outputs or ():
+        count += 1 + (output.parameters is not None) + len(output.parameters or {})
+    return count
 
 
 _NUMBER_TYPES = frozenset(NUMERIC_DATATYPES)
