@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +17,7 @@ from . import contract
 from ._fs import atomic_path
 from .data import TableReader
 from .errors import DataFileError, DataSchemaError, Error, Issue
-from .inference import OnnxModel, Prediction
+from .inference import Feed, OnnxModel, Prediction
 
 __all__ = ["predict_file", "prediction_columns"]
 
@@ -129,23 +130,38 @@ def predict_file(
     done = 0
     failure: list[BaseException] = []
 
+    def prepare(raw: pl.DataFrame, first_row: int) -> tuple[pl.DataFrame, Feed]:
+        chunk = raw.select(exprs)
+        return chunk, model.feed(reader.check(chunk, features, first_row=first_row))
+
     def chunks() -> Iterator[pl.DataFrame]:
-        # Two stages in step: while onnxruntime scores one chunk (in a thread, without the
-        # GIL), the next is read and checked, so the model is rarely kept waiting.
+        # Three stages in step, each in its own thread and mostly outside the GIL (Polars and
+        # onnxruntime release it): while one chunk is written, the next is scored and the one
+        # after is checked and encoded, so neither the model nor the writer waits for the other.
         nonlocal done
-        pending: tuple[pl.DataFrame, Future[Prediction]] | None = None
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="score") as scorer:
+        read = 0
+        checked: deque[Future[tuple[pl.DataFrame, Feed]]] = deque()
+        scored: deque[tuple[pl.DataFrame, Future[Prediction]]] = deque()
+        with (
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as checker,
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="score") as scorer,
+        ):
+
+            def advance() -> None:
+                chunk, feed = checked.popleft().result()  # a fault raises here, in order
+                scored.append((chunk, scorer.submit(model.run, feed)))
+
             for raw in lazy.collect_batches(chunk_size=chunk_size, lazy=True):
-                chunk = raw.select(exprs)
-                columns = reader.check(
-                    chunk, features, first_row=done + (pending[0].height if pending else 0)
-                )
-                scored = scorer.submit(model.run, model.feed(columns))
-                if pending is not None:
-                    yield finish(*pending)
-                pending = (chunk, scored)
-            if pending is not None:
-                yield finish(*pending)
+                checked.append(checker.submit(prepare, raw, read))
+                read += raw.height
+                if len(checked) > 1:
+                    advance()
+                if len(scored) > 1:
+                    yield finish(*scored.popleft())
+            while checked:
+                advance()
+            while scored:
+                yield finish(*scored.popleft())
 
     def finish(chunk: pl.DataFrame, scored: Future[Prediction]) -> pl.DataFrame:
         nonlocal done
