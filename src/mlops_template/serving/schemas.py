@@ -30,6 +30,7 @@ __all__ = [
     "ServerMetadata",
     "TensorMetadata",
     "infer_request_schema",
+    "output_names",
 ]
 
 _STRICT = ConfigDict(extra="forbid")
@@ -84,6 +85,11 @@ _JSON_TENSOR_PARAMETERS = {
 }
 
 
+def output_names(card: ModelCard) -> tuple[str, ...]:
+    """The model's output tensors under the Open Inference Protocol."""
+    return ("value",) if card.task == "regression" else ("label", "probabilities")
+
+
 def infer_request_schema(card: ModelCard, max_rows: int) -> dict[str, Any]:
     """The v2 infer request for this model as JSON Schema: one tensor per feature, in the card's
     order, each with its datatype and values of its type, categories and range.
@@ -117,7 +123,6 @@ def infer_request_schema(card: ModelCard, max_rows: int) -> dict[str, Any]:
             },
         }
 
-    outputs = ["value"] if card.task == "regression" else ["label", "probabilities"]
     return {
         "title": "InferRequest",
         "description": infer_request_schema.__doc__.split("\n\n")[0]
@@ -142,7 +147,7 @@ def infer_request_schema(card: ModelCard, max_rows: int) -> dict[str, Any]:
                     "additionalProperties": False,
                     "required": ["name"],
                     "properties": {
-                        "name": {"enum": outputs},
+                        "name": {"enum": list(output_names(card))},
                         "parameters": {"type": "object", "additionalProperties": _SCALAR},
                     },
                 },

@@ -7,6 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import msgspec
 import orjson
 from fastapi import Depends, Request
 from fastapi.responses import Response
@@ -21,6 +22,8 @@ from .metrics import ServingMetrics
 from .schemas import ErrorResponse, InferErrorResponse, PredictSchemas
 
 __all__ = [
+    "MAX_LINES",
+    "UNREADABLE_JSON",
     "V2_PREFIX",
     "ApiError",
     "JSONBytesResponse",
@@ -131,6 +134,9 @@ def parse_json(adapter: TypeAdapter[Any], body: bytes) -> Any:
 
 V2_PREFIX = "/v2"
 _NAME = 60  # longest field name echoed back
+MAX_LINES = 20  # most problem lines in one answer
+# What a JSON parser raises for a body it cannot read (invalid UTF-8 and deep nesting included).
+UNREADABLE_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def error_body(detail: list[str], request_id: str | None, path: str = "") -> bytes:
@@ -166,7 +172,7 @@ def refuse_duplicate_keys(body: bytes) -> None:
     """400 naming each key given twice in one object (the parsers kept only the last)."""
     twice = duplicate_keys(body)
     if twice:
-        raise ApiError(400, [f"body: key {shown(k)} is given twice" for k in twice[:20]])
+        raise ApiError(400, [f"body: key {shown(k)} is given twice" for k in twice[:MAX_LINES]])
 
 
 def dumps(content: Any) -> bytes:

@@ -15,6 +15,8 @@ from ...errors import ApiError, InputValidationError
 from ...inference import Prediction
 from ..schemas import PredictSchemas
 from ..service import (
+    MAX_LINES,
+    UNREADABLE_JSON,
     JSONBytesResponse,
     ModelService,
     ServiceDep,
@@ -27,9 +29,6 @@ from ..service import (
 __all__ = ["PATH", "RecordsCodec", "build_router", "predict_json", "read_records"]
 
 PATH = "/predict"
-_LINES = 20  # most problem lines in one answer
-# What a JSON parser raises for a body it cannot read (invalid UTF-8 and deep nesting included).
-_UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
 def read_records(body: bytes, card: ModelCard, max_rows: int) -> dict[str, list[Any]]:
@@ -41,7 +40,7 @@ def read_records(body: bytes, card: ModelCard, max_rows: int) -> dict[str, list[
     """
     try:
         data = msgspec.json.decode(body)  # the parser of `RecordsCodec.read`, untyped
-    except _UNREADABLE as exc:
+    except UNREADABLE_JSON as exc:
         raise ApiError(400, [f"body is not valid JSON: {str(exc)[:120]}"]) from None
     try:
         return _envelope(body, data, card, max_rows)
@@ -56,7 +55,7 @@ def _envelope(body: bytes, data: Any, card: ModelCard, max_rows: int) -> dict[st
     if type(data) is not dict or "records" not in data:
         raise ApiError(422, ["body: expected an object with a `records` list"])
     if len(data) > 1:
-        extra = sorted(k for k in data if k != "records")[:_LINES]
+        extra = sorted(k for k in data if k != "records")[:MAX_LINES]
         raise ApiError(422, [f"body: unknown field {shown(k)}" for k in extra])
     records = data["records"]
     if type(records) is not list or not records:
@@ -85,9 +84,9 @@ def _envelope(body: bytes, data: Any, card: ModelCard, max_rows: int) -> dict[st
     for i, record in enumerate(records):
         lines += [f"records[{i}]: missing feature {shown(n)}" for n in names if n not in record]
         lines += [f"records[{i}]: unknown field {shown(k)}" for k in record if k not in wanted]
-        if len(lines) >= _LINES:
+        if len(lines) >= MAX_LINES:
             break
-    raise ApiError(422, lines[:_LINES])
+    raise ApiError(422, lines[:MAX_LINES])
 
 
 class RecordsCodec:
@@ -125,35 +124,33 @@ class RecordsCodec:
         body = msgspec.defstruct("Body", [("records", records)], forbid_unknown_fields=True)
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(body)
         self._getters = [(name, attrgetter(f"f{i}")) for i, name in enumerate(names)]
-        self._colons = len(names)  # each record's keys
         self._init_writer(card)
 
     def read(self, body: bytes) -> dict[str, list[Any]]:
         """The body as one list of values per feature; 400 or 422 for a bad envelope."""
         try:
             records = self._decoder.decode(body).records
-        except _UNREADABLE:
+        except UNREADABLE_JSON:
             return read_records(body, self._card, self._max_rows)
         # As many colons as keys: no key given twice (the decoder keeps the last); colons in
         # strings only add to the count, so they cannot hide one.
-        if body.count(b":") != 1 + self._colons * len(records):
+        if body.count(b":") != 1 + len(self._getters) * len(records):
             return read_records(body, self._card, self._max_rows)
         return {name: list(map(get, records)) for name, get in self._getters}
 
     def _init_writer(self, card: ModelCard) -> None:
         head = orjson.dumps({"model_name": card.name, "model_version": card.version})
         self._head = head[:-1] + b',"predictions":['
-        self._classes = tuple(card.classes or ())
+        classes = tuple(card.classes or ())
         self._starts: dict[Any, bytes] = {}
         self._between: list[bytes] = []
         if card.task == "regression":
             return
-        keys = [orjson.dumps(c) + b":" for c in self._classes]
+        keys = [orjson.dumps(c) + b":" for c in classes]
         # Each record starts with its label and the first class name; then each further
         # probability is preceded by its class name.
         self._starts = {
-            c: b'{"label":' + orjson.dumps(c) + b',"probabilities":{' + keys[0]
-            for c in self._classes
+            c: b'{"label":' + orjson.dumps(c) + b',"probabilities":{' + keys[0] for c in classes
         }
         self._between = [b"," + key for key in keys[1:]]
 
@@ -195,7 +192,7 @@ async def predict_json(
     try:
         feed = service.model.read(columns, row_label="record")
     except InputValidationError as exc:
-        raise ApiError(422, [str(issue) for issue in exc.issues[:_LINES]]) from None
+        raise ApiError(422, [str(issue) for issue in exc.issues[:MAX_LINES]]) from None
     rows = len(columns[service.feature_names[0]])
     prediction = await service.batcher.predict(feed, rows)
     service.metrics.predicted(prediction)

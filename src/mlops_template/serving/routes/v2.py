@@ -27,8 +27,11 @@ from ..schemas import (
     RequestInput,
     ServerMetadata,
     TensorMetadata,
+    output_names,
 )
 from ..service import (
+    MAX_LINES,
+    UNREADABLE_JSON,
     JSONBytesResponse,
     ModelService,
     ServiceDep,
@@ -54,7 +57,7 @@ def read_request(header: bytes) -> Parsed:
     twice in one object."""
     try:
         fast = _INFER_BODY_DECODER.decode(header)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    except UNREADABLE_JSON:
         try:
             parsed: InferRequest = parse_json(_INFER_REQUEST, header)
         except ApiError as exc:
@@ -343,7 +346,7 @@ async def infer(request: Request, service: ServiceDep) -> Response:
     require_json(request)
     header, binary = _split_body(request, await request.body())
     parsed = read_request(header)
-    known = {"value"} if card.task == "regression" else {"label", "probabilities"}
+    known = set(output_names(card))
     wanted = {o.name: o for o in parsed.outputs or ()}
     if set(wanted) - known:
         raise ApiError(
@@ -359,7 +362,7 @@ async def infer(request: Request, service: ServiceDep) -> Response:
     try:
         feed = service.model.read(columns, nan_is_missing=True)
     except InputValidationError as exc:
-        raise ApiError(422, [str(issue) for issue in exc.issues[:20]]) from None
+        raise ApiError(422, [str(issue) for issue in exc.issues[:MAX_LINES]]) from None
     prediction = await service.batcher.predict(feed, rows)
     service.metrics.predicted(prediction)
     tensors: list[tuple[str, str, list[int], Any]] = []
