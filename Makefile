@@ -20,7 +20,7 @@ CLI := $(RUN) mlops-template
 .PHONY: help
 help: ## Show this help (in colour on a terminal)
 	@if [ -t 1 ]; then on=$$'\033[36m'; off=$$'\033[0m'; else on=; off=; fi; \
-	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / \
+	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / \
 		{printf "  %s%-16s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
 $(CURDIR)/.tools/bin/uv:
@@ -46,15 +46,22 @@ format: $(VENV) ## Format and autofix the code
 	$(RUN) ruff check --fix .
 
 .PHONY: lint
-lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the lock, the Dockerfile, the workflows
+lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the lock, Docker, Kubernetes, workflows
 	$(UV) lock --check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) hadolint Dockerfile  # [docker]
+	$(RUN) python deploy/validate.py  # [kubernetes]
 	$(RUN) zizmor --offline --quiet .github/workflows
 	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	$(RUN) check-jsonschema --builtin-schema vendor.dependabot .github/dependabot.yml
 
+# [if kubernetes]
+.PHONY: k8s-validate
+k8s-validate: $(VENV) ## Render every Kubernetes overlay in deploy/ and validate it, offline
+	$(RUN) python deploy/validate.py
+
+# [end kubernetes]
 .PHONY: check-conflicts
 check-conflicts: ## Fail while an update has left conflict markers or .rej files
 	@bash .ci/check-conflicts

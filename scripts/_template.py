@@ -28,7 +28,11 @@ GENERATOR_ONLY = (
 
 _TEMPLATE_ONLY = re.compile(r"(?ms)^[ \t]*# \[if template\]\n.*?^[ \t]*# \[end template\]\n")
 # The options that switch lines: `line  # [docker]`, or `# [if docker]` ... `# [end docker]`.
-OPTIONS = {"docker": "include_docker", "devcontainer": "include_devcontainer"}
+OPTIONS = {
+    "docker": "include_docker",
+    "devcontainer": "include_devcontainer",
+    "kubernetes": "include_kubernetes",
+}
 _BLOCK_MARKER = re.compile(rf"(?m)^[ \t]*# \[(?:if|end) (?:{'|'.join(OPTIONS)})\]\n")
 _LINE_MARKER = re.compile(rf"(?m)[ \t]+# \[(?:{'|'.join(OPTIONS)})\]$")
 # Every project starts at this version, whatever the template's own release is.

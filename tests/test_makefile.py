@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,6 +23,8 @@ def test_help_lists_the_targets_without_colour_codes_when_piped() -> None:
     assert "\x1b" not in result.stdout
     for target in ("install", "lint", "test", "train", "serve", "bench", "clean"):
         assert f"  {target} " in result.stdout
+    documented = re.findall(r"(?m)^([\w-]+):.*## ", (ROOT / "Makefile").read_text())
+    assert [target for target in documented if f"  {target} " not in result.stdout] == []
 
 
 def test_clean_removes_outputs_and_caches(tmp_path: Path) -> None:

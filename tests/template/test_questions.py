@@ -193,3 +193,14 @@ def test_awkward_free_text_still_renders_files_that_parse(tmp_path: Path) -> Non
     assert yaml.safe_load((dest / ".copier-answers.yml").read_text())["description"] == awkward
     assert awkward in (dest / "README.md").read_text()
     assert awkward in (dest / "LICENSE").read_text()
+
+
+def test_kubernetes_follows_docker_and_is_refused_without_it(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="include_kubernetes") as caught:
+        render(tmp_path / "refused", include_docker=False, include_kubernetes=True)
+    assert "include_docker" in str(caught.value)
+    assert not (tmp_path / "refused").exists()
+    dest = render(tmp_path / "project", include_docker=False)
+    answers = yaml.safe_load((dest / ".copier-answers.yml").read_text())
+    assert answers["include_kubernetes"] is False
+    assert not (dest / "deploy").exists()

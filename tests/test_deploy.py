@@ -1,0 +1,207 @@
+"""The Kubernetes manifests in deploy/: every kustomization renders and validates, the defaults
+match the server they run, and a broken manifest fails validation with the field named."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from mlops_template.settings import ENV_PREFIX, Settings
+
+from .conftest import ROOT
+
+DEPLOY = ROOT / "deploy"
+
+
+def load_validator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("deploy_validate", DEPLOY / "validate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+validate = load_validator()
+
+
+def rendered(directory: str) -> list[dict[str, Any]]:
+    resources: list[dict[str, Any]] = validate.build(DEPLOY / directory)
+    return resources
+
+
+def one(resources: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    (found,) = (resource for resource in resources if resource["kind"] == kind)
+    return found
+
+
+def test_every_kustomization_renders_and_validates(capsys: pytest.CaptureFixture[str]) -> None:
+    directories = validate.kustomizations()
+    names = {path.relative_to(DEPLOY).as_posix() for path in directories}
+    assert {"base", "overlays/dev", "overlays/prod", "kserve"} <= names
+    assert validate.main([]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.count("resources valid") == len(directories)
+
+
+def test_overlays_set_image_replicas_and_resources() -> None:
+    dev, prod = rendered("overlays/dev"), rendered("overlays/prod")
+    for resources, tag, replicas in ((dev, ":dev", 1), (prod, ":0.1.0", 3)):
+        deployment = one(resources, "Deployment")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"].endswith(tag)
+        assert deployment["spec"]["replicas"] == replicas
+        assert one(resources, "HorizontalPodAutoscaler")["spec"]["minReplicas"] == replicas
+    limits = [
+        one(resources, "Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]
+        for resources in (dev, prod)
+    ]
+    assert limits[0] != limits[1]
+
+
+def containers() -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(pod spec, container) of the server in every kustomization."""
+    found = []
+    for directory in validate.kustomizations():
+        for resource in validate.build(directory):
+            if resource["kind"] == "Deployment":
+                pod = resource["spec"]["template"]["spec"]
+            elif resource["kind"] == "InferenceService":
+                pod = resource["spec"]["predictor"]
+            else:
+                continue
+            found += [(pod, container) for container in pod["containers"]]
+    return found
+
+
+def test_every_server_runs_hardened_with_probes_on_the_servers_own_routes(
+    api: TestClient,
+) -> None:
+    routes = set(api.get("/openapi.json").json()["paths"])
+    for pod, container in containers():
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["automountServiceAccountToken"] is False
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert {"requests", "limits"} <= set(container["resources"])
+        probes = [container[name] for name in ("livenessProbe", "readinessProbe")]
+        assert [probe["httpGet"]["path"] for probe in probes] == ["/health/live", "/health/ready"]
+        assert {probe["httpGet"]["path"] for probe in probes} <= routes
+        assert {mount["mountPath"] for mount in container["volumeMounts"]} == {"/tmp"}
+
+
+def test_every_setting_in_the_manifests_is_one_the_server_reads() -> None:
+    for pod, container in containers():
+        env = {item["name"]: item["value"] for item in container["env"]}
+        assert all(name.startswith(ENV_PREFIX) for name in env)
+        settings = Settings.model_validate(
+            {name.removeprefix(ENV_PREFIX).lower(): value for name, value in env.items()}
+        )
+        assert set(env) == {ENV_PREFIX + field.upper() for field in settings.model_fields_set}
+        assert settings.workers == 1  # one process per pod: scale by pods
+        assert settings.host == "0.0.0.0"
+        ports = {port["containerPort"] for port in container["ports"]}
+        assert ports == {settings.port}
+        # The pod outlives the preStop pause plus the server's own drain.
+        pause = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+        assert pod["terminationGracePeriodSeconds"] > pause + settings.graceful_timeout
+
+
+def set_path(document: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node: Any = document
+    for part in parents:
+        node = node[int(part)] if part.isdigit() else node[part]
+    if value is None:
+        del node[last]
+    else:
+        node[last] = value
+
+
+BROKEN = {
+    "unknown field in a Deployment": (
+        "base/deployment.yaml",
+        "spec.template.spec.containers.0.imagePulPolicy",
+        "Always",
+        "imagePulPolicy",
+    ),
+    "wrong type in a Deployment": (
+        "base/deployment.yaml",
+        "spec.revisionHistoryLimit",
+        "five",
+        "spec.revisionHistoryLimit",
+    ),
+    "missing required field in a Service": (
+        "base/service.yaml",
+        "spec.ports.0.port",
+        None,
+        "'port' is a required property",
+    ),
+    "unknown field in the InferenceService": (
+        "kserve/inferenceservice.yaml",
+        "spec.predictor.minReplica",
+        1,
+        "minReplica",
+    ),
+    "wrong type in the InferenceService": (
+        "kserve/inferenceservice.yaml",
+        "spec.predictor.scaleTarget",
+        "seventy",
+        "spec.predictor.scaleTarget",
+    ),
+    "missing required field in the InferenceService": (
+        "kserve/inferenceservice.yaml",
+        "spec.predictor.containers.0.name",
+        None,
+        "'name' is a required property",
+    ),
+}
+
+
+@pytest.mark.parametrize(("file", "path", "value", "named"), BROKEN.values(), ids=list(BROKEN))
+def test_a_broken_manifest_fails_with_the_field_named(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    file: str,
+    path: str,
+    value: Any,
+    named: str,
+) -> None:
+    copy = tmp_path / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    manifest = copy / file
+    document = yaml.safe_load(manifest.read_text())
+    set_path(document, path, value)
+    manifest.write_text(yaml.safe_dump(document))
+    directory = copy / ("kserve" if file.startswith("kserve") else "overlays/prod")
+    assert validate.main([str(directory)]) == 1
+    err = capsys.readouterr().err
+    assert named in err
+    kind = "InferenceService" if file.startswith("kserve") else ""
+    assert kind in err
+
+
+def test_a_kind_without_a_schema_is_refused_not_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources:\n  - job.yaml\n")
+    job = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(job))
+    assert validate.main([str(tmp_path)]) == 1
+    assert "no schema for Widget (example.com/v1)" in capsys.readouterr().err
+
+
+def test_a_kustomization_that_does_not_build_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
+    assert validate.main([str(tmp_path)]) == 1
+    assert "kustomize failed" in capsys.readouterr().err
