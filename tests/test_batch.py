@@ -39,7 +39,7 @@ def test_predict_file_adds_predictions_to_every_row(
     test = pl.read_parquet(source)
     scored = pl.read_parquet(output) if suffix == ".parquet" else pl.read_csv(output)
     assert rows == scored.height == test.height
-    assert scored.columns == [*test.columns, *prediction_columns(model)]
+    assert scored.columns == [*test.columns, *prediction_columns(model.card)]
     assert scored.columns[-4:] == [
         "predicted_species",
         "probability_Adelie",
@@ -49,7 +49,7 @@ def test_predict_file_adds_predictions_to_every_row(
     expected = model.run(to_model_inputs(test, model.card.features, model.card.inputs))
     assert scored.get_column("predicted_species").to_list() == expected.labels.tolist()
     np.testing.assert_allclose(
-        scored.select(prediction_columns(model)[1:]).to_numpy(), expected.probabilities, atol=1e-6
+        scored.select(prediction_columns(model.card)[1:]).to_numpy(), expected.probabilities, atol=1e-6
     )
     assert progress[-1] == (test.height, test.height)
     done = [d for d, _ in progress]

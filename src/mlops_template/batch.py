@@ -7,6 +7,7 @@ import ctypes.util
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,31 +16,31 @@ from polars.io.plugins import register_io_source
 
 from . import contract
 from ._fs import atomic_path
+from .card import ModelCard
 from .data import TableReader
 from .errors import DataFileError, DataSchemaError, Error, Issue
 from .inference import Feed, OnnxModel, Prediction
 
-__all__ = ["predict_file", "prediction_columns"]
+__all__ = ["BatchPlan", "plan_file", "predict_file", "prediction_columns"]
 
 _OUTPUT_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _DTYPES = {"float": pl.Float64, "integer": pl.Int64, "category": pl.String}
 
 
-def prediction_columns(model: OnnxModel) -> list[str]:
+def prediction_columns(card: ModelCard) -> list[str]:
     """Names of the columns `predict_file` adds: the prediction, then one probability per class."""
-    target = model.card.target.name
-    probabilities = [f"probability_{c}" for c in model.card.classes or ()]
-    return [f"predicted_{target}", *probabilities]
+    probabilities = [f"probability_{c}" for c in card.classes or ()]
+    return [f"predicted_{card.target.name}", *probabilities]
 
 
-def _as_frame(model: OnnxModel, prediction: Prediction) -> pl.DataFrame:
-    names = prediction_columns(model)
+def _as_frame(card: ModelCard, prediction: Prediction) -> pl.DataFrame:
+    names = prediction_columns(card)
     if prediction.values is not None:
         return pl.DataFrame({names[0]: prediction.values.astype("float64")})
     assert prediction.probabilities is not None
     # The label as the most probable class, gathered in Polars: no Python string per row.
     best = prediction.probabilities.argmax(axis=1)
-    classes = pl.Series(names[0], model.card.classes or (), dtype=pl.String)
+    classes = pl.Series(names[0], card.classes or (), dtype=pl.String)
     columns: dict[str, object] = {names[0]: classes.gather(best)}
     for i, name in enumerate(names[1:]):
         columns[name] = prediction.probabilities[:, i].astype("float64")
@@ -65,6 +66,87 @@ def _trimmer() -> Callable[[], object]:
 _release_memory = _trimmer()
 
 
+@dataclass(frozen=True)
+class BatchPlan:
+    """How to score one file, decided once from its header and the model card.
+
+    It holds no model and no open file, so it travels to other processes (Dask's workers):
+    each scores its rows with `prepare`, the model, and `finish`, exactly as the
+    single-process path does.
+    """
+
+    reader: TableReader
+    card: ModelCard
+    names: list[str]  # the file's columns, in order
+    passing: list[str]  # the columns that are not features: passed through as they are
+    exprs: list[str | pl.Expr]
+    schema: pl.Schema  # of the output: the file's columns, then the prediction columns
+    total: int
+
+    def scan(self) -> pl.LazyFrame:
+        """The file, lazily; its columns typed the same way in every process."""
+        return self.reader.scan(infer=self.passing)
+
+    def prepare(
+        self, model: OnnxModel, raw: pl.DataFrame, first_row: int
+    ) -> tuple[pl.DataFrame, Feed]:
+        """Typed columns of raw rows and the model's input, once the data contract passes."""
+        chunk = raw.select(self.exprs)
+        return chunk, model.feed(self.reader.check(chunk, self.card.features, first_row=first_row))
+
+    def finish(self, chunk: pl.DataFrame, prediction: Prediction) -> pl.DataFrame:
+        """The rows as they are written: the file's columns, then the prediction columns."""
+        return chunk.select(self.names).hstack(_as_frame(self.card, prediction))
+
+
+def plan_file(model: OnnxModel, source: Path) -> BatchPlan:
+    """Check `source`'s header against the card and decide how to read and score it."""
+    reader = TableReader(source, null_values=model.card.null_values)
+    features = model.card.features
+    added = prediction_columns(model.card)
+    issues = reader.header_issues(features, allowed=None)
+    issues += [
+        Issue(name, "clashes with a prediction column; rename it")
+        for name in added
+        if name in reader.schema.names()
+    ]
+    if issues:
+        raise DataSchemaError(str(source), issues)
+    total = reader.count_rows()
+    if total == 0:
+        raise DataFileError(f"{source}: no data rows, only a header", hint="add rows to score")
+    names = list(reader.schema.names())
+    feature_names = {f.name for f in features}
+    passing = [n for n in names if n not in feature_names]
+    try:
+        types = reader.scan(infer=passing).collect_schema()
+    except pl.exceptions.PolarsError as exc:
+        raise DataFileError(f"{source}: cannot read: {str(exc).strip().splitlines()[0]}") from None
+    # The scan only reads; each chunk's contract arrays and typed feature columns are computed
+    # eagerly (a plan that computes them too holds more memory as files grow).
+    exprs: list[str | pl.Expr] = [
+        *passing,
+        *(contract.typed_expr(f) for f in features),
+        *reader.contract_exprs(features),
+    ]
+    spec_of = {f.name: f for f in features}
+    schema: dict[str, Any] = {
+        n: _DTYPES[spec_of[n].type] if n in spec_of else types[n] for n in names
+    }
+    schema[added[0]] = pl.Float64 if model.card.task == "regression" else pl.String
+    schema |= dict.fromkeys(added[1:], pl.Float64)
+    return BatchPlan(reader, model.card, names, passing, exprs, pl.Schema(schema), total)
+
+
+def read_error(source: Path, error: BaseException) -> DataFileError:
+    """A read that failed far into a file, as the user can act on it."""
+    return DataFileError(
+        f"{source}: cannot read: {str(error).strip().splitlines()[0]}",
+        hint="a column other than the features changed type far into the file: "
+        "make its values consistent, or convert the file to Parquet",
+    )
+
+
 def predict_file(
     model: OnnxModel,
     source: Path,
@@ -88,51 +170,14 @@ def predict_file(
             f"{output}: unsupported output type {output.suffix or '(none)'!r}",
             hint="name the output .csv or .parquet",
         )
-    if output.resolve() == source.resolve():
-        raise DataFileError(
-            f"{output}: the output would overwrite the input", hint="choose another path"
-        )
-    reader = TableReader(source, null_values=model.card.null_values)
-    features = model.card.features
-    added = prediction_columns(model)
-    issues = reader.header_issues(features, allowed=None)
-    issues += [
-        Issue(name, "clashes with a prediction column; rename it")
-        for name in added
-        if name in reader.schema.names()
-    ]
-    if issues:
-        raise DataSchemaError(str(source), issues)
-    total = reader.count_rows()
-    if total == 0:
-        raise DataFileError(f"{source}: no data rows, only a header", hint="add rows to score")
-    names = list(reader.schema.names())
-    feature_names = {f.name for f in features}
-    passing = [n for n in names if n not in feature_names]
-    lazy = reader.scan(infer=passing)
-    try:
-        types = lazy.collect_schema()
-    except pl.exceptions.PolarsError as exc:
-        raise DataFileError(f"{source}: cannot read: {str(exc).strip().splitlines()[0]}") from None
-    # The streaming scan only reads; each chunk's contract arrays and typed feature columns
-    # are computed eagerly (a plan that computes them too holds more memory as files grow).
-    exprs = [
-        *passing,
-        *(contract.typed_expr(f) for f in features),
-        *reader.contract_exprs(features),
-    ]
-    spec_of = {f.name: f for f in features}
-    schema: dict[str, Any] = {
-        n: _DTYPES[spec_of[n].type] if n in spec_of else types[n] for n in names
-    }
-    schema[added[0]] = pl.Float64 if model.card.task == "regression" else pl.String
-    schema |= dict.fromkeys(added[1:], pl.Float64)
+    check_output(source, output)
+    plan = plan_file(model, source)
+    lazy, total = plan.scan(), plan.total
     done = 0
     failure: list[BaseException] = []
 
     def prepare(raw: pl.DataFrame, first_row: int) -> tuple[pl.DataFrame, Feed]:
-        chunk = raw.select(exprs)
-        return chunk, model.feed(reader.check(chunk, features, first_row=first_row))
+        return plan.prepare(model, raw, first_row)
 
     def chunks() -> Iterator[pl.DataFrame]:
         # Three stages in step, each in its own thread and mostly outside the GIL (Polars and
@@ -165,7 +210,7 @@ def predict_file(
 
     def finish(chunk: pl.DataFrame, scored: Future[Prediction]) -> pl.DataFrame:
         nonlocal done
-        out = chunk.select(names).hstack(_as_frame(model, scored.result()))
+        out = plan.finish(chunk, scored.result())
         done += chunk.height
         _release_memory()
         if on_progress is not None:
@@ -182,7 +227,7 @@ def predict_file(
     def scan(*_: Any) -> Iterator[pl.DataFrame]:
         return guarded()
 
-    scored = register_io_source(scan, schema=pl.Schema(schema))
+    scored = register_io_source(scan, schema=plan.schema)
     try:
         with atomic_path(output, suffix=output.suffix) as tmp:
             if kind == "csv":
@@ -196,9 +241,12 @@ def predict_file(
             raise error from None
         if isinstance(error, OSError):
             raise DataFileError(f"{output}: cannot write: {error.strerror or error}") from None
-        raise DataFileError(
-            f"{source}: cannot read: {str(error).strip().splitlines()[0]}",
-            hint="a column other than the features changed type far into the file: "
-            "make its values consistent, or convert the file to Parquet",
-        ) from None
+        raise read_error(source, error) from None
     return done
+
+
+def check_output(source: Path, output: Path) -> None:
+    if output.resolve() == source.resolve():
+        raise DataFileError(
+            f"{output}: the output would overwrite the input", hint="choose another path"
+        )

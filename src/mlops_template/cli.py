@@ -139,16 +139,26 @@ def predict(
         Path, typer.Option("--output", "-o", help="Where to write (.csv or .parquet)")
     ] = Path("predictions.parquet"),
     chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk")] = 50_000,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(
+            help="Score on Dask: synchronous, processes, or a scheduler's tcp://HOST:PORT "
+            "(needs the `dask` extra; writes a Parquet dataset, a folder). "
+            "Default: this process, in chunks",
+        ),
+    ] = None,
+    partition_rows: Annotated[
+        int, typer.Option(min=1, help="Rows per Dask task (with --scheduler)")
+    ] = 250_000,
     model_dir: ModelOption = None,
 ) -> None:
     """Score a file in chunks; write its rows plus prediction columns."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from .batch import predict_file
-    from .inference import OnnxModel
+    from ._fs import current_version
+    from .card import CARD_FILE, load_card
 
     settings = _settings(model_dir=model_dir)
-    model = OnnxModel.load(settings.model_dir)
     columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=errors, transient=True) as progress:
         task = progress.add_task("predicting", total=None)
@@ -156,8 +166,27 @@ def predict(
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        rows = predict_file(model, source, output, chunk_size=chunk_size, on_progress=advance)
-    console.print(f"scored {rows} rows with model {model.card.version} -> {output}")
+        if scheduler is None:
+            from .batch import predict_file
+            from .inference import OnnxModel
+
+            model = OnnxModel.load(settings.model_dir)
+            version = model.card.version
+            rows = predict_file(model, source, output, chunk_size=chunk_size, on_progress=advance)
+        else:
+            from .distributed import predict_distributed
+
+            version = load_card(current_version(settings.model_dir) / CARD_FILE).version
+            rows = predict_distributed(
+                settings.model_dir,
+                source,
+                output,
+                scheduler=scheduler,
+                partition_rows=partition_rows,
+                chunk_size=chunk_size,
+                on_progress=advance,
+            )
+    console.print(f"scored {rows} rows with model {version} -> {output}")
 
 
 @app.command()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
     "ApiError",
@@ -95,6 +96,10 @@ class _IssuesError(UserError, ValueError):
         count = len(self.issues)
         plural = "s" if count != 1 else ""
         super().__init__(f"{source}: {count} problem{plural}\n{lines}", hint=hint)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its parts in another process: a Dask worker's error reaches the driver.
+        return (type(self), (self.source, self.issues), self.__dict__)
 
 
 class DataSchemaError(_IssuesError):
