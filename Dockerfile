@@ -5,6 +5,11 @@ ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 ARG UV_VERSION=0.13.8
+# The extra installed beside the package: `serve` for the model server (the default), or
+# `dask` for a batch image whose pods score a file on a Dask cluster:
+#   docker build --build-arg EXTRA=dask -t mlops-template-batch .
+# The DaskJob in deploy/dask/ runs that image.  # [kubernetes]
+ARG EXTRA=serve
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \
     UV_PYTHON_DOWNLOADS=never \
@@ -16,10 +21,10 @@ WORKDIR /app
 # Dependencies first, so that a code change does not reinstall them.
 COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --extra serve --no-install-project
+    uv sync --frozen --no-dev --extra "${EXTRA}" --no-install-project
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --frozen --no-dev --extra serve --no-editable
+    uv sync --frozen --no-dev --extra "${EXTRA}" --no-editable
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS runtime
 RUN groupadd --system --gid 10001 app \

@@ -81,13 +81,18 @@ LINES = [
         "ARG PYTHON_VERSION=<< python_version >>",
     ),
     (".python-version", re.compile(r"^3\.\d+$"), "<< python_version >>"),
+    # The images a project publishes are under its owner's name in GitHub's registry.
     *(
         (
             path,
-            re.compile(r"^    newName: ghcr\.io/mlops-template/mlops-template$"),
-            "    newName: ghcr.io/<< github_owner | lower >>/<< project_slug >>",
+            re.compile(rf"^    newName: ghcr\.io/mlops-template/mlops-template{image}$"),
+            f"    newName: ghcr.io/<< github_owner | lower >>/<< project_slug >>{image}",
         )
-        for path in ("deploy/overlays/prod/kustomization.yaml", "deploy/kserve/kustomization.yaml")
+        for path, image in (
+            ("deploy/overlays/prod/kustomization.yaml", ""),
+            ("deploy/kserve/kustomization.yaml", ""),
+            ("deploy/dask/kustomization.yaml", "-batch"),
+        )
     ),
     # A project's version is its own: it starts here, and no template release changes it.
     ("pyproject.toml", re.compile(r'^version = ".*"$'), f'version = "{PROJECT_VERSION}"'),

@@ -49,7 +49,9 @@ def test_predict_file_adds_predictions_to_every_row(
     expected = model.run(to_model_inputs(test, model.card.features, model.card.inputs))
     assert scored.get_column("predicted_species").to_list() == expected.labels.tolist()
     np.testing.assert_allclose(
-        scored.select(prediction_columns(model.card)[1:]).to_numpy(), expected.probabilities, atol=1e-6
+        scored.select(prediction_columns(model.card)[1:]).to_numpy(),
+        expected.probabilities,
+        atol=1e-6,
     )
     assert progress[-1] == (test.height, test.height)
     done = [d for d, _ in progress]

@@ -58,10 +58,14 @@ def test_the_image_is_multi_stage_with_a_lean_runtime() -> None:
         rest for keyword, rest in instructions("build") if keyword == "RUN" and "uv sync" in rest
     ]
     assert syncs
+    extra = dict(
+        re.findall(r"(\w+)=(\S+)", " ".join(r for k, r in instructions("build") if k == "ARG"))
+    )
+    assert extra["EXTRA"] == "serve"  # the default image serves; --build-arg EXTRA=dask: batch
     for sync in syncs:
         assert "--frozen" in sync
         assert "--no-dev" in sync
-        assert "--extra serve" in sync
+        assert '--extra "${EXTRA}"' in sync
         assert "--all-extras" not in sync
         assert "train" not in sync
 
@@ -120,7 +124,7 @@ def test_the_image_commands_install_and_serve_outside_docker(
     build_env.pop("VIRTUAL_ENV", None)
     for keyword, rest in instructions("build"):
         if keyword == "RUN" and "uv sync" in rest:
-            command = rest[rest.index("uv sync") :].split()
+            command = rest[rest.index("uv sync") :].replace('"${EXTRA}"', "serve").split()
             subprocess.run(
                 [uv, *command[1:]],
                 cwd=app,
