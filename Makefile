@@ -61,6 +61,10 @@ lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the lock, Docker, Kuber
 k8s-validate: $(VENV) ## Render every Kubernetes overlay in deploy/ and validate it, offline
 	$(RUN) python deploy/validate.py
 
+.PHONY: k8s-smoke
+k8s-smoke: $(VENV) ## Run the image on a kind cluster, predict via the Service (Docker, kind)
+	$(RUN) python .ci/kind_smoke.py
+
 # [end kubernetes]
 .PHONY: check-conflicts
 check-conflicts: ## Fail while an update has left conflict markers or .rej files

@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from . import pipeline, serving
+from . import distributed, pipeline, serving
 
 
 def main() -> None:
@@ -15,12 +15,20 @@ def main() -> None:
     args = parser.parse_args()
     pipeline.run(quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        models = pipeline.train(Path(tmp))
+        distributed.bench_distributed(
+            models,
+            Path(tmp),
+            rows=50_000 if args.quick else 2_000_000,
+            rounds=1 if args.quick else 3,
+        )
         serving.bench_serving(
-            pipeline.train(Path(tmp)),
+            models,
             duration=1 if args.quick else serving.DURATION,
             rounds=1 if args.quick else serving.ROUNDS,
             peer=not args.quick,  # installing MLServer takes minutes the first time
         )
 
 
-main()
+if __name__ == "__main__":  # Dask's worker processes import this module again
+    main()

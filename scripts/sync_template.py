@@ -46,6 +46,8 @@ CONDITIONAL_PATHS = {
     ".devcontainer/": "devcontainer",
     "deploy/": "kubernetes",
     "tests/test_deploy.py": "kubernetes",
+    ".ci/kind_smoke.py": "kubernetes",
+    ".github/workflows/kubernetes.yml": "kubernetes",
 }
 # Whole-line replacements, before the names: (file, line as in the repository, template line).
 LINES = [

@@ -340,3 +340,58 @@ def test_the_daskjob_runs_here_as_the_operator_would_start_it(
             process.terminate()
         for process in started:
             process.wait(timeout=30)
+
+
+def load_smoke() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("kind_smoke", ROOT / ".ci" / "kind_smoke.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_kind_smoke_says_what_it_needs_where_docker_or_kind_is_missing() -> None:
+    bin_dir = Path(sys.executable).parent  # python and kubectl, never docker nor kind
+    assert shutil.which("docker", path=str(bin_dir)) is None
+    done = subprocess.run(
+        [sys.executable, ROOT / ".ci" / "kind_smoke.py"],
+        env={**os.environ, "PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "docker and kind not found: this needs a Docker engine and kind" in done.stderr
+
+
+def test_the_workflow_runs_make_targets_and_the_smoke_probes_the_images_card() -> None:
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "kubernetes.yml").read_text())
+    runs = [step["run"] for step in workflow["jobs"]["kind"]["steps"] if "run" in step]
+    assert runs[-1] == "make k8s-smoke"
+    makefile = (ROOT / "Makefile").read_text()
+    for command in runs:
+        for target in command.split()[1:]:
+            assert f"\n{target}:" in makefile, target
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "models/current/model.json /app/models/" in dockerfile  # where the probe reads it
+
+
+@pytest.mark.e2e
+def test_the_smoke_probe_predicts_through_a_live_server(trained_dir: Path, tmp_path: Path) -> None:
+    from mlops_template._fs import current_version
+
+    from .test_serving_live import serving
+
+    probe = load_smoke().PROBE
+    card = current_version(trained_dir) / "model.json"
+    with serving(trained_dir, tmp_path) as server:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, f"{server.url}/predict", str(card)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("200 ")

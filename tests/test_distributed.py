@@ -178,7 +178,7 @@ def cluster() -> object:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address="127.0.0.1:0",  # on loopback, on any free port
         silence_logs=40,
     ) as local:
         yield local
