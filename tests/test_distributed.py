@@ -235,3 +235,31 @@ def test_a_local_cluster_survives_a_killed_worker_and_writes_the_same_rows(
     with Client(address) as client:
         client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
         assert victim not in client.run(os.getpid).values()
+
+
+def test_the_batch_image_needs_neither_the_serving_nor_the_training_libraries(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    """The batch image installs the package with the `dask` extra only (`EXTRA=dask`)."""
+    import subprocess
+    import sys
+
+    blocked = ("fastapi", "starlette", "uvicorn", "sklearn", "skl2onnx", "matplotlib", "onnx")
+    code = (
+        "import sys\n"
+        f"for name in {blocked!r}: sys.modules[name] = None  # import fails, as if not installed\n"
+        "from mlops_template.cli import main\n"
+        "sys.argv[0] = 'mlops-template'\n"
+        "main()\n"
+    )
+    output = tmp_path / "scored.parquet"
+    command = [sys.executable, "-c", code, "predict", str(PENGUINS), "-o", str(output)]
+    done = subprocess.run(
+        [*command, "--scheduler", "synchronous", "--model-dir", str(trained_dir)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert pl.read_parquet(output).height == 344
