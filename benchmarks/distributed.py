@@ -78,21 +78,16 @@ def _run(command: list[str], watch: list[int]) -> tuple[float, float]:
 
 def bench_distributed(models: Path, workdir: Path, rows: int, rounds: int) -> None:
     try:
-        from distributed import LocalCluster
+        import distributed  # noqa: F401
     except ImportError:
         print("\n## Batch predict on Dask: skipped (the `dask` extra is not installed)")
         return
+    from mlops_template.distributed import local_cluster
+
     source = workdir / "dask.parquet"
     synthetic_rows(rows).write_parquet(source)
     started = time.perf_counter()
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",  # on loopback, on any free port
-        silence_logs=40,
-    ) as cluster:
+    with local_cluster(workers=2) as cluster:
         start_up = time.perf_counter() - started
         workers = [
             nanny.process.pid

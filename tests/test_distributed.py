@@ -11,6 +11,7 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 
 from mlops_template.batch import predict_file
 from mlops_template.cli import app
-from mlops_template.distributed import predict_distributed
+from mlops_template.distributed import local_cluster, predict_distributed
 from mlops_template.errors import (
     DataFileError,
     DataSchemaError,
@@ -170,17 +171,8 @@ def test_a_local_process_pool_writes_the_same_rows(trained_dir: Path, tmp_path: 
 
 
 @pytest.fixture(scope="module")
-def cluster() -> object:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address="127.0.0.1:0",  # on loopback, on any free port
-        silence_logs=40,
-    ) as local:
+def cluster() -> Iterator[object]:
+    with local_cluster(workers=2) as local:
         yield local
 
 

@@ -35,7 +35,7 @@ from .batch import BatchPlan, check_output, plan_file, read_error
 from .errors import DataFileError, Error, UserError
 from .inference import OnnxModel
 
-__all__ = ["LOCAL_SCHEDULERS", "predict_distributed"]
+__all__ = ["LOCAL_SCHEDULERS", "local_cluster", "predict_distributed"]
 
 LOCAL_SCHEDULERS = ("synchronous", "processes")
 _PART = "part-{:05d}.parquet"
@@ -211,6 +211,22 @@ def _client(address: str) -> Iterator[Any]:
         ) from None
     with client:
         yield client
+
+
+def local_cluster(workers: int = 2) -> Any:
+    """A Dask `LocalCluster` on this machine's loopback only: `workers` processes of one thread
+    each (onnxruntime and Polars each use one core per worker), dashboard on a free port. Use it
+    as a context manager; pass its `scheduler_address` as `--scheduler`."""
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address="127.0.0.1:0",
+        silence_logs=40,  # errors only: the driver reports what went wrong
+    )
 
 
 def _replace_folder(staging: Path, output: Path) -> None:
