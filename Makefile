@@ -101,6 +101,16 @@ evaluate: $(VENV) ## Score the model on the test split, plot its errors
 predict: $(VENV) ## Score a file: make predict INPUT=data.csv OUTPUT=predictions.parquet
 	$(CLI) predict "$(or $(INPUT),data/processed/current/test.parquet)" --output "$(or $(OUTPUT),predictions.parquet)"
 
+.PHONY: track-ui
+track-ui: $(VENV) ## Browse the runs `train --track` logged, in MLflow's UI on 127.0.0.1:5000
+	@# The UI is not in the project's environment: uv fetches the full MLflow, at the version
+	@# of the project's client, on first use, and runs it on its own.
+	@set -- $$($(RUN) python -c 'import importlib.metadata as m, $(PKG).settings as s; \
+		print(m.version("mlflow-skinny"), s.Settings().tracking_uri)'); \
+	echo "MLflow $$1's UI on http://127.0.0.1:5000 for $$2 (Ctrl-C stops it)"; \
+	$(UV) tool run --from "mlflow==$$1" mlflow ui --backend-store-uri "$$2" \
+		--host 127.0.0.1 --port 5000
+
 .PHONY: serve
 serve: $(VENV) ## Serve the model on http://127.0.0.1:8000
 	$(CLI) serve

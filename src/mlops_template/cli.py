@@ -43,6 +43,14 @@ ProcessedOption = Annotated[
 ModelOption = Annotated[
     Path | None, typer.Option("--model-dir", help=f"Model folder [env: {ENV_PREFIX}MODEL_DIR]")
 ]
+TrackOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--track/--no-track",
+        help=f"Log the run to MLflow (the `track` extra) [env: {ENV_PREFIX}TRACK]",
+        show_default=False,
+    ),
+]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -101,6 +109,7 @@ def train(
     schema: SchemaOption = None,
     processed_dir: ProcessedOption = None,
     model_dir: ModelOption = None,
+    track: TrackOption = None,
 ) -> None:
     """Fit the scikit-learn pipeline, export it to ONNX, write the model card."""
     from .schema import load_schema
@@ -112,24 +121,53 @@ def train(
             f"training libraries are not installed ({exc.name})",
             hint="install the `train` extra: `make install` or `uv sync --extra train`",
         ) from None
-    settings = _settings(schema_path=schema, processed_dir=processed_dir, model_dir=model_dir)
+    settings = _settings(
+        schema_path=schema, processed_dir=processed_dir, model_dir=model_dir, track=track
+    )
     with console.status("training and exporting to ONNX…"):
         card = train_model(
             load_schema(settings.schema_path), settings.processed_dir, settings.model_dir
         )
     rows = {"task": card.task, "estimator": card.estimator, "version": card.version, **card.metrics}
     console.print(_table(f"trained {card.name} -> {settings.model_dir}", rows))
+    if settings.track:
+        from ._fs import current_version
+        from .tracking import log_training
+
+        run = log_training(
+            card,
+            current_version(settings.model_dir),
+            uri=settings.tracking_uri,
+            experiment=settings.experiment or card.name,
+        )
+        console.print(f"tracked: run {run} in {settings.tracking_uri}")
 
 
 @app.command()
-def evaluate(processed_dir: ProcessedOption = None, model_dir: ModelOption = None) -> None:
+def evaluate(
+    processed_dir: ProcessedOption = None, model_dir: ModelOption = None, track: TrackOption = None
+) -> None:
     """Score the ONNX model on the test split; write metrics.json and a plot next to the card."""
     from .train import evaluate_model
 
-    settings = _settings(processed_dir=processed_dir, model_dir=model_dir)
+    settings = _settings(processed_dir=processed_dir, model_dir=model_dir, track=track)
     metrics, plot = evaluate_model(settings.processed_dir, settings.model_dir)
     console.print(_table("held-out metrics (ONNX model, test split)", metrics))
     console.print(f"plot: {plot}")
+    if settings.track:
+        from ._fs import current_version
+        from .card import CARD_FILE, load_card
+        from .tracking import log_evaluation
+
+        card = load_card(current_version(settings.model_dir) / CARD_FILE)
+        run = log_evaluation(
+            card,
+            metrics,
+            plot,
+            uri=settings.tracking_uri,
+            experiment=settings.experiment or card.name,
+        )
+        console.print(f"tracked: run {run} in {settings.tracking_uri}")
 
 
 @app.command()

@@ -30,6 +30,15 @@ class Settings(BaseSettings):
         Path("models"), description="Where `train` writes model.onnx and model.json"
     )
 
+    track: bool = Field(
+        False, description="Log train and evaluate runs to MLflow (needs the `track` extra)"
+    )
+    tracking_uri: str = Field(
+        "sqlite:///mlruns.db", description="The MLflow tracking store (any MLflow URI)"
+    )
+    experiment: str | None = Field(
+        None, description="The MLflow experiment (default: the dataset's name)"
+    )
     host: str = Field("127.0.0.1", description="Address the server binds; 0.0.0.0 in a container")
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="Server processes")
