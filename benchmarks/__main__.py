@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from . import distributed, pipeline, serving
+from . import cache, distributed, pipeline, serving
 
 
 def main() -> None:
@@ -14,6 +14,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, to check that it runs")
     args = parser.parse_args()
     pipeline.run(quick=args.quick)
+    cache.bench_cache(quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         models = pipeline.train(Path(tmp))
         distributed.bench_distributed(
