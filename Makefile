@@ -79,8 +79,8 @@ test: $(VENV) ## Run every test, slow end-to-end ones included
 	$(RUN) pytest
 
 .PHONY: test-fast
-test-fast: $(VENV) ## Run the tests, skipping the slow end-to-end ones
-	$(RUN) pytest -m "not e2e"
+test-fast: $(VENV) ## Run the tests, skipping the slow end-to-end ones (one process per core)
+	$(RUN) pytest -m "not e2e" -n auto
 
 .PHONY: all
 all: install lint typecheck test ## Install, lint, type-check and test: what CI runs

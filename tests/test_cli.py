@@ -53,6 +53,7 @@ def test_help_lists_every_command_without_loading_heavy_libraries(tmp_path: Path
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.e2e  # every stage in its own process: the fast suite checks each in-process
 def test_pipeline_runs_from_the_command_line(project: Path) -> None:
     steps = [
         ("prepare",),

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 import yaml
 
+from scripts import _template
+
 from .conftest import render
 
 BAD_ANSWERS: list[tuple[str, Any, str]] = [
@@ -130,11 +132,11 @@ def test_at_least_sixty_bad_answers_are_tried() -> None:
     ids=[f"{q}={v!r}"[:60] for q, v, _ in BAD_ANSWERS],
 )
 def test_bad_answer_is_rejected_naming_the_question_and_nothing_is_written(
-    tmp_path: Path, question: str, value: Any, fragment: str
+    snapshot: Path, tmp_path: Path, question: str, value: Any, fragment: str
 ) -> None:
     dest = tmp_path / "project"
     with pytest.raises(ValueError, match=question) as caught:
-        render(dest, **{question: value})
+        _template.render(snapshot, dest, {question: value}, vcs_ref=None)
     assert fragment in str(caught.value)
     assert not dest.exists()
 
