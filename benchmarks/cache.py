@@ -26,17 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from .pipeline import SCHEMA, synthetic_rows
+from .pipeline import SCHEMA, _best_of, synthetic_rows
 
 
-def _best_us(fn: Callable[[], object], number: int, repeat: int = 5) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        best = min(best, (time.perf_counter() - start) / number)
-    return best * 1e6
+def _best_us(fn: Callable[[], object], number: int) -> float:
+    return _best_of(fn, repeat=5, number=number) * 1e6
 
 
 class RowCache:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import tempfile
 import tomllib
@@ -63,6 +64,22 @@ def listed_files(root: Path = ROOT) -> list[str]:
         text=True,
         check=True,
     ).stdout.splitlines()
+
+
+def copy_working_tree(dest: Path, root: Path = ROOT) -> Path:
+    """The files git sees in `root` (uncommitted changes too), copied to `dest`; symlinks stay
+    symlinks."""
+    for name in listed_files(root):
+        source = root / name
+        if not (source.exists() or source.is_symlink()):
+            continue  # deleted in the working tree
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_symlink():
+            target.symlink_to(source.readlink())
+        else:
+            shutil.copy2(source, target)
+    return dest
 
 
 def render(source: Path, dest: Path, answers: dict[str, Any], vcs_ref: str | None = "HEAD") -> Path:

@@ -25,18 +25,7 @@ def render(dest: Path, vcs_ref: str | None = "HEAD", **answers: Any) -> Path:
 def snapshot(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The working tree's files as git sees them, copied once: Copier reads a plain folder
     directly, where a git one is cloned for every render (three times slower to refuse)."""
-    copy = tmp_path_factory.mktemp("template")
-    for name in _template.listed_files():
-        source = ROOT / name
-        if not (source.exists() or source.is_symlink()):
-            continue  # deleted in the working tree
-        target = copy / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.is_symlink():
-            target.symlink_to(source.readlink())
-        else:
-            shutil.copy2(source, target)
-    return copy
+    return _template.copy_working_tree(tmp_path_factory.mktemp("template"))
 
 
 def repository_answers() -> dict[str, Any]:

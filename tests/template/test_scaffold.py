@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,15 +47,7 @@ def test_new_renders_the_working_tree(tmp_path: Path) -> None:
 
 def copy_as_new_repository(dest: Path) -> Path:
     """This working tree, committed in a fresh git repository, as GitHub would make it."""
-    for path in _template.listed_files():
-        source = ROOT / path
-        if source.is_symlink() or source.exists():
-            target = dest / path
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if source.is_symlink():
-                target.symlink_to(source.readlink())
-            else:
-                shutil.copy2(source, target)
+    _template.copy_working_tree(dest)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "--quiet", "-b", "main"], cwd=dest, check=True)
     subprocess.run(["git", "add", "--all"], cwd=dest, check=True)
