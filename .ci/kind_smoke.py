@@ -11,15 +11,14 @@ and a trained model (`make train`). `make k8s-smoke` runs it.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parents[1]
 OVERLAY = "deploy/overlays/dev"
@@ -43,11 +42,14 @@ def run(*command: str) -> None:
     subprocess.run(command, cwd=ROOT, check=True)
 
 
-def rendered(kubectl: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        [kubectl, "kustomize", OVERLAY], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+def validator() -> ModuleType:
+    """deploy/validate.py: how this project renders its manifests and finds kubectl."""
+    spec = importlib.util.spec_from_file_location("validate", ROOT / "deploy" / "validate.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def main() -> int:
@@ -62,8 +64,9 @@ def main() -> int:
     if not (ROOT / CARD).is_file():
         print(f"k8s-smoke: no trained model ({CARD}): run `make train` first", file=sys.stderr)
         return 2
-    kubectl = shutil.which("kubectl") or "kubectl"
-    resources = rendered(kubectl)
+    deploy = validator()
+    kubectl = deploy.kubectl()
+    resources = deploy.build(ROOT / OVERLAY)
     (deployment,) = (r for r in resources if r["kind"] == "Deployment")
     (service,) = (r for r in resources if r["kind"] == "Service")
     image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]

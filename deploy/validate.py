@@ -35,16 +35,21 @@ def kustomizations(root: Path = DEPLOY) -> list[Path]:
     return sorted(path.parent for path in root.rglob("kustomization.yaml"))
 
 
-def build(directory: Path) -> list[dict[str, Any]]:
-    """The resources `kubectl kustomize` makes of a directory (kubectl comes with the dev tools)."""
-    kubectl = shutil.which(
+def kubectl() -> str:
+    """The kubectl of this environment (the dev tools install one), else the one on PATH."""
+    found = shutil.which(
         "kubectl",
         path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     )
-    if kubectl is None:
+    if found is None:
         raise SystemExit("kubectl not found: run `make install` (it comes with the dev tools)")
+    return found
+
+
+def build(directory: Path) -> list[dict[str, Any]]:
+    """The resources `kubectl kustomize` makes of a directory."""
     done = subprocess.run(
-        [kubectl, "kustomize", str(directory)], capture_output=True, text=True, check=False
+        [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False
     )
     if done.returncode != 0:
         raise ValueError(f"kustomize failed: {done.stderr.strip()}")

@@ -25,8 +25,9 @@ from .conftest import PENGUINS, ROOT
 DEPLOY = ROOT / "deploy"
 
 
-def load_validator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("deploy_validate", DEPLOY / "validate.py")
+def load_script(path: Path) -> ModuleType:
+    """A script of the project (not in a package), imported from its file."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -34,7 +35,7 @@ def load_validator() -> ModuleType:
     return module
 
 
-validate = load_validator()
+validate = load_script(DEPLOY / "validate.py")
 
 
 def rendered(directory: str) -> list[dict[str, Any]]:
@@ -342,15 +343,6 @@ def test_the_daskjob_runs_here_as_the_operator_would_start_it(
             process.wait(timeout=30)
 
 
-def load_smoke() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("kind_smoke", ROOT / ".ci" / "kind_smoke.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_kind_smoke_says_what_it_needs_where_docker_or_kind_is_missing() -> None:
     bin_dir = Path(sys.executable).parent  # python and kubectl, never docker nor kind
     assert shutil.which("docker", path=str(bin_dir)) is None
@@ -383,7 +375,7 @@ def test_the_smoke_probe_predicts_through_a_live_server(trained_dir: Path, tmp_p
 
     from .test_serving_live import serving
 
-    probe = load_smoke().PROBE
+    probe = load_script(ROOT / ".ci" / "kind_smoke.py").PROBE
     card = current_version(trained_dir) / "model.json"
     with serving(trained_dir, tmp_path) as server:
         done = subprocess.run(

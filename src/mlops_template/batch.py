@@ -176,9 +176,6 @@ def predict_file(
     done = 0
     failure: list[BaseException] = []
 
-    def prepare(raw: pl.DataFrame, first_row: int) -> tuple[pl.DataFrame, Feed]:
-        return plan.prepare(model, raw, first_row)
-
     def chunks() -> Iterator[pl.DataFrame]:
         # Three stages in step, each in its own thread and mostly outside the GIL (Polars and
         # onnxruntime release it): while one chunk is written, the next is scored and the one
@@ -197,7 +194,7 @@ def predict_file(
                 scored.append((chunk, scorer.submit(model.run, feed)))
 
             for raw in lazy.collect_batches(chunk_size=chunk_size, lazy=True):
-                checked.append(checker.submit(prepare, raw, read))
+                checked.append(checker.submit(plan.prepare, model, raw, read))
                 read += raw.height
                 if len(checked) > 1:
                     advance()

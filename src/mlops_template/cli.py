@@ -155,11 +155,10 @@ def evaluate(
     console.print(_table("held-out metrics (ONNX model, test split)", metrics))
     console.print(f"plot: {plot}")
     if settings.track:
-        from ._fs import current_version
         from .card import CARD_FILE, load_card
         from .tracking import log_evaluation
 
-        card = load_card(current_version(settings.model_dir) / CARD_FILE)
+        card = load_card(plot.parent / CARD_FILE)  # the set evaluate_model scored
         run = log_evaluation(
             card,
             metrics,
@@ -214,9 +213,10 @@ def predict(
         else:
             from .distributed import predict_distributed
 
-            version = load_card(current_version(settings.model_dir) / CARD_FILE).version
+            model_set = current_version(settings.model_dir)  # resolved once, for every worker
+            version = load_card(model_set / CARD_FILE).version
             rows = predict_distributed(
-                settings.model_dir,
+                model_set,
                 source,
                 output,
                 scheduler=scheduler,
