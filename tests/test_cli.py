@@ -109,9 +109,8 @@ def test_environment_settings_apply_and_bad_ones_are_named(project: Path) -> Non
     assert "elsewhere/model.json: model card not found" in result.stderr
     result = cli("info", cwd=project, env={"MLOPS_TEMPLATE_PORT": "http"})
     assert result.returncode == 1
-    assert "error: bad setting: MLOPS_TEMPLATE_PORT: Input should be a valid integer" in (
-        result.stderr
-    )
+    expected = "error: bad setting: MLOPS_TEMPLATE_PORT: Input should be a valid integer"
+    assert expected in result.stderr
     assert "Traceback" not in result.stderr
 
 

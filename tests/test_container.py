@@ -160,9 +160,8 @@ def test_the_image_commands_install_and_serve_outside_docker(
         "MLOPS_TEMPLATE_PORT": str(port),
     }
     run_env.pop("VIRTUAL_ENV", None)
-    assert shutil.which("mlops-template", path=run_env["PATH"]) == str(
-        app / ".venv" / "bin" / "mlops-template"
-    )
+    name = "mlops-template"
+    assert shutil.which(name, path=run_env["PATH"]) == str(app / ".venv" / "bin" / name)
     server = subprocess.Popen(
         json.loads(runtime["CMD"]),
         cwd=app,

@@ -187,3 +187,12 @@ def test_the_longest_names_still_lint_and_format_clean(tmp_path: Path) -> None:
     run(BIN / "python", "deploy/validate.py", cwd=dest)  # Kubernetes names have limits too
     run(BIN / "ruff", "check", ".", cwd=dest)
     run(BIN / "ruff", "format", "--check", ".", cwd=dest)
+
+
+def test_a_short_name_renders_formatted_code(tmp_path: Path) -> None:
+    # Code formatted for this repository's names must stay formatted when a project's names are
+    # shorter: a line that only fits on one line with a short name is reformatted by ruff.
+    dest = render(tmp_path / "project", project_name="Ab")
+    assert (dest / "src" / "ab" / "cli.py").is_file()
+    run(BIN / "ruff", "format", "--check", ".", cwd=dest)
+    run(BIN / "ruff", "check", ".", cwd=dest)
