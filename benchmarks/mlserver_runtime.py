@@ -32,7 +32,7 @@ class OnnxRuntime(MLModel):  # type: ignore[misc]
             str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
         self._onnx_names: dict[str, str] = card["inputs"]
-        self._categories = {f["name"] for f in card["features"] if f["type"] == "category"}
+        self._strings = {f["name"] for f in card["features"] if f["type"] in ("category", "text")}
         self._regression = card["task"] == "regression"
         self._outputs = [o.name for o in self._session.get_outputs()]
         self.ready = True
@@ -41,7 +41,7 @@ class OnnxRuntime(MLModel):  # type: ignore[misc]
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
         feed = {}
         for tensor in payload.inputs:
-            if tensor.name in self._categories:
+            if tensor.name in self._strings:
                 column = np.array(StringCodec.decode_input(tensor), dtype=object)
             else:
                 column = NumpyCodec.decode_input(tensor).astype(np.float32)

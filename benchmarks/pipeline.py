@@ -46,13 +46,13 @@ def _mark(ok: bool) -> str:
     return "" if ok else MISSED
 
 
-def synthetic_rows(rows: int, seed: int = 0) -> pl.DataFrame:
+def synthetic_rows(rows: int, seed: int = 0, schema_path: Path = SCHEMA) -> pl.DataFrame:
     """`rows` rows drawn from the dataset's own rows (target and features, checked), numbers
     jittered by up to 2% and kept within each feature's bounds, missing values kept."""
     from mlops_template.data import read_dataset
     from mlops_template.schema import load_schema
 
-    schema = load_schema(SCHEMA)
+    schema = load_schema(schema_path)
     base = read_dataset(schema)
     rng = np.random.default_rng(seed)
     sample = base[rng.integers(0, base.height, rows)]

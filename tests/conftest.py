@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 PENGUINS = DATA / "penguins.csv"
 PENGUINS_SCHEMA = DATA / "penguins.toml"
+# The text example: a conversation's topic from its question and first answer.
+QUESTIONS = DATA / "questions.csv"
+QUESTIONS_SCHEMA = DATA / "questions.toml"
 # One penguin's features, as a client sends them: a Gentoo.
 GENTOO = {
     "island": "Biscoe",
@@ -56,6 +59,23 @@ def trained_dir(
     out = tmp_path_factory.mktemp("models")
     train_model(schema, prepared_dir, out)
     return out
+
+
+@pytest.fixture(scope="session")
+def text_schema() -> DatasetSchema:
+    """The text example's schema: two text features and a number."""
+    return load_schema(QUESTIONS_SCHEMA)
+
+
+@pytest.fixture(scope="session")
+def text_models(text_schema: DatasetSchema, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The questions data prepared and trained once: a folder with `processed/` and `models/`."""
+    from mlops_template.train import train_model
+
+    root = tmp_path_factory.mktemp("text")
+    prepare_dataset(text_schema, root / "processed")
+    train_model(text_schema, root / "processed", root / "models")
+    return root
 
 
 @pytest.fixture

@@ -46,13 +46,15 @@ def regression_dir(schema: DatasetSchema, tmp_path_factory: pytest.TempPathFacto
     return root / "models"
 
 
-@pytest.mark.parametrize("task", ["classification", "regression"])
+@pytest.mark.parametrize("task", ["classification", "regression", "text"])
 def test_the_demo_page_predicts_and_shows_refusals(
     request: pytest.FixtureRequest, task: str, tmp_path: Path
 ) -> None:
-    model_dir = request.getfixturevalue(
-        "trained_dir" if task == "classification" else "regression_dir"
-    )
+    fixture = {"classification": "trained_dir", "regression": "regression_dir"}
+    if task == "text":
+        model_dir = request.getfixturevalue("text_models") / "models"
+    else:
+        model_dir = request.getfixturevalue(fixture[task])
     card = load_card(current_version(model_dir) / CARD_FILE)
     executable = browser()
     if executable is None:
@@ -73,11 +75,15 @@ def test_the_demo_page_predicts_and_shows_refusals(
         page.wait_for_selector("#form:not([hidden])", timeout=15_000)
         for feature in card.features:  # one field per feature, filled with the example row
             assert page.locator(f"#feature-{feature.name}").count() == 1
+            if feature.type == "text":  # free text is typed into a text area
+                field = page.locator(f"textarea#feature-{feature.name}")
+                assert field.input_value() == (card.example[feature.name] or "")
+                field.fill("Who wrote the play Hamlet? ¿Quién escribió Hamlet?")
 
         page.click("#predict")
         page.wait_for_selector("#answer:not([hidden])", timeout=15_000)
         headline = page.inner_text("#headline")
-        if task == "classification":
+        if task != "regression":
             assert card.classes is not None
             assert any(headline.endswith(f": {label}") for label in card.classes), headline
             assert page.locator("#bars .bar").count() == len(card.classes)

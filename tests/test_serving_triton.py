@@ -25,8 +25,8 @@ def inputs(rows: list[dict[str, Any]], card: ModelCard, *, binary: bool) -> list
     tensors = []
     for spec in card.features:
         column = [row[spec.name] for row in rows]
-        if spec.type == "category":
-            # The documented encoding of a missing label: the empty string.
+        if spec.is_string:
+            # The documented encoding of a missing label or text: the empty string.
             array = np.array([(v or "").encode() for v in column], dtype=object)
             datatype = "BYTES"
         else:

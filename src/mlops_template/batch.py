@@ -24,7 +24,7 @@ from .inference import Feed, OnnxModel, Prediction
 __all__ = ["BatchPlan", "plan_file", "predict_file", "prediction_columns"]
 
 _OUTPUT_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-_DTYPES = {"float": pl.Float64, "integer": pl.Int64, "category": pl.String}
+_DTYPES = {"float": pl.Float64, "integer": pl.Int64, "category": pl.String, "text": pl.String}
 
 
 def prediction_columns(card: ModelCard) -> list[str]:

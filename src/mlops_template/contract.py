@@ -29,6 +29,7 @@ from .schema import ColumnSpec
 
 __all__ = [
     "MISSING_CATEGORY",
+    "MISSING_TEXT",
     "NULL",
     "UNKNOWN",
     "Column",
@@ -48,6 +49,7 @@ __all__ = [
 # How the ONNX graph's inputs encode a missing value: NaN for numbers (the graph imputes it),
 # the empty string for categories (its own one-hot level).
 MISSING_CATEGORY = ""
+MISSING_TEXT = ""  # a missing text is an empty one: no terms
 NULL = -1  # category code of a missing value
 UNKNOWN = -2  # category code of a value that is not one of the categories
 _SHOWN = 5  # rows named per fault
@@ -59,21 +61,24 @@ class Column:
     """One column read from any source into arrays, ready for `check`.
 
     Numbers: `numbers` (float64; NaN where missing or unreadable). Categories: `codes` (int32;
-    the index in `spec.categories`, `NULL` or `UNKNOWN`). `null` marks missing values and
-    `unreadable` values of the wrong kind (text in a number column, a number or true/false in
-    a category column); either may be None when no row has one.
+    the index in `spec.categories`, `NULL` or `UNKNOWN`). Text: `texts` (Python strings; the
+    empty string where missing or unreadable). `null` marks missing values and `unreadable`
+    values of the wrong kind (text in a number column, a number or true/false in a category
+    or text column); either may be None when no row has one.
     """
 
     spec: ColumnSpec
     numbers: npt.NDArray[np.float64] | None = None
     codes: npt.NDArray[np.int32] | None = None
+    texts: npt.NDArray[np.object_] | None = None
     null: npt.NDArray[np.bool_] | None = None
     unreadable: npt.NDArray[np.bool_] | None = None
 
     def __len__(self) -> int:
-        array = self.numbers if self.numbers is not None else self.codes
-        assert array is not None
-        return len(array)
+        for array in (self.numbers, self.codes, self.texts):
+            if array is not None:
+                return len(array)
+        raise AssertionError("a Column holds one of numbers, codes and texts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,9 +97,12 @@ class Fault:
 
 
 def _expected(spec: ColumnSpec) -> str:
-    return {"float": "a number", "integer": "a whole number", "category": "a category label"}[
-        spec.type
-    ]
+    return {
+        "float": "a number",
+        "integer": "a whole number",
+        "category": "a category label",
+        "text": "text (a string)",
+    }[spec.type]
 
 
 def _listing(values: Sequence[str]) -> str:
@@ -126,6 +134,8 @@ def check(columns: Iterable[Column], *, allow_null: Iterable[str] = ()) -> list[
         if not spec.nullable and spec.name not in lenient:
             add(spec, column.null, "missing value, but the schema says nullable = false", False)
         add(spec, column.unreadable, f"expected {_expected(spec)}")
+        if column.texts is not None:
+            continue  # any string is a text
         if column.codes is not None:
             noun = "label" if spec.name in lenient else "category"
             expected = _listing(spec.categories or ())
@@ -185,6 +195,8 @@ def issues(
 
 def encode(column: Column) -> npt.NDArray[Any]:
     """A checked column as the ONNX graph's input: [n, 1], float32 or strings."""
+    if column.texts is not None:
+        return column.texts.reshape(-1, 1)
     if column.codes is not None:
         levels = np.array([*(column.spec.categories or ()), MISSING_CATEGORY], dtype=object)
         return levels[column.codes].reshape(-1, 1)  # NULL (-1) picks the missing level
@@ -216,6 +228,8 @@ def read_values(spec: ColumnSpec, values: Sequence[Any], nan_is_missing: bool = 
     tensors), NaN is a missing number and the empty string a missing label, as well as None.
     """
     kinds = set(map(type, values))
+    if spec.type == "text":
+        return _read_texts(spec, values, kinds)
     if spec.type == "category":
         lookup = _lookup(spec, nan_is_missing)
         allowed = {str, _NONE} | (_NUMBER_KINDS if spec.number_like else set())
@@ -246,6 +260,17 @@ def read_values(spec: ColumnSpec, values: Sequence[Any], nan_is_missing: bool = 
     )
     unreadable = np.array([v is not None and type(v) not in _NUMBER_KINDS for v in values], bool)
     return Column(spec, numbers=numbers, null=null, unreadable=unreadable)
+
+
+def _read_texts(spec: ColumnSpec, values: Sequence[Any], kinds: set[type]) -> Column:
+    """Strings are texts; None is missing (the empty string is an empty text, not missing)."""
+    texts = np.fromiter(values, dtype=object, count=len(values))
+    if kinds <= {str}:
+        return Column(spec, texts=texts)
+    null = np.fromiter((v is None for v in values), bool, len(values))
+    unreadable = np.fromiter((v is not None and type(v) is not str for v in values), bool)
+    texts[null | unreadable] = MISSING_TEXT
+    return Column(spec, texts=texts, null=null, unreadable=unreadable)
 
 
 def _as_float(value: float) -> float:
@@ -316,17 +341,18 @@ class JsonReader:
         self.nan_is_missing = nan_is_missing  # as in `read_values`
         self._numeric = [s for s in specs if s.is_numeric]
         self._categories = [
-            (s, _lookup(s, nan_is_missing), s.number_like) for s in specs if not s.is_numeric
+            (s, _lookup(s, nan_is_missing), s.number_like) for s in specs if s.type == "category"
         ]
+        self._texts = [s for s in specs if s.type == "text"]
         self._lower = np.array([[-math.inf if s.min is None else s.min] for s in self._numeric])
         self._upper = np.array([[math.inf if s.max is None else s.max] for s in self._numeric])
         self._whole = np.array([s.type == "integer" for s in self._numeric])
         self._nullable = np.array([[s.nullable] for s in self._numeric])
-        self._named = {s.name: frozenset(s.categories or ()) for s in specs if not s.is_numeric}
+        self._named = {s.name: frozenset(s.categories or ()) for s in specs if s.categories}
         self._levels = {
             s.name: np.array([*(s.categories or ()), MISSING_CATEGORY], dtype=object)
             for s in specs
-            if not s.is_numeric
+            if s.categories
         }
 
     def fast(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, npt.NDArray[Any]] | None:
@@ -372,6 +398,17 @@ class JsonReader:
             if (codes == UNKNOWN).any() or (not spec.nullable and (codes == NULL).any()):
                 return None
             out[spec.name] = self._levels[spec.name][codes].reshape(-1, 1)
+        for spec in self._texts:
+            raw = columns[spec.name]
+            kinds = set(map(type, raw))
+            if kinds == {str}:
+                out[spec.name] = np.fromiter(raw, object, len(raw)).reshape(-1, 1)
+            elif kinds <= {str, _NONE} and spec.nullable:
+                texts = _read_texts(spec, raw, kinds).texts
+                assert texts is not None
+                out[spec.name] = texts.reshape(-1, 1)
+            else:
+                return None
         return out
 
     def _one(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, npt.NDArray[Any]] | None:
@@ -407,6 +444,15 @@ class JsonReader:
             if code == UNKNOWN or (code == NULL and not spec.nullable):
                 return None
             out[spec.name] = self._levels[spec.name][[code]].reshape(1, 1)  # NULL: the last
+        for spec in self._texts:
+            value = columns[spec.name][0]
+            if value is None and spec.nullable:
+                value = MISSING_TEXT
+            elif type(value) is not str:
+                return None
+            text = np.empty((1, 1), dtype=object)
+            text[0, 0] = value
+            out[spec.name] = text
         return out
 
 
@@ -417,6 +463,8 @@ def castable(dtype: pl.DataType, spec: ColumnSpec) -> bool:
     """Whether a column of `dtype` can hold `spec`'s values at all (a file's typed column)."""
     if dtype == pl.String or dtype == pl.Null:
         return True
+    if spec.type == "text":  # a code or a number written as text reads as its text
+        return isinstance(dtype, pl.Categorical | pl.Enum) or dtype.is_numeric()
     if spec.type == "category":
         numeric_ok = spec.number_like and dtype.is_numeric()
         return isinstance(dtype, pl.Categorical | pl.Enum) or numeric_ok
@@ -447,11 +495,15 @@ def _category(spec: ColumnSpec) -> pl.Expr:
 def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.Expr]:
     """The arrays of a `Column` for `spec`, as expressions over its raw column.
 
-    Names: `{prefix}v` (numbers, Float64) or `{prefix}c` (codes, Int32), `{prefix}n` (null)
-    and `{prefix}u` (unreadable). Run them lazily over a whole file, or on one chunk.
+    Names: `{prefix}v` (numbers, Float64), `{prefix}c` (codes, Int32) or `{prefix}t` (texts,
+    String), `{prefix}n` (null) and `{prefix}u` (unreadable). Run them lazily over a whole
+    file, or on one chunk.
     """
     raw = pl.col(spec.name)
     null = raw.is_null().alias(f"{prefix}n")
+    unread = pl.lit(value=False).alias(f"{prefix}u")
+    if spec.type == "text":
+        return [raw.cast(pl.String).fill_null(MISSING_TEXT).alias(f"{prefix}t"), null, unread]
     if spec.type == "category":
         codes = _category(spec).to_physical().cast(pl.Int32)
         codes = (
@@ -460,7 +512,7 @@ def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.E
             .otherwise(codes.fill_null(UNKNOWN))
             .alias(f"{prefix}c")
         )
-        return [codes, null, pl.lit(value=False).alias(f"{prefix}u")]
+        return [codes, null, unread]
     number = raw.cast(pl.Float64, strict=False)
     unreadable = (raw.is_not_null() & number.is_null()).alias(f"{prefix}u")
     return [number.fill_null(math.nan).alias(f"{prefix}v"), null, unreadable]
@@ -470,6 +522,8 @@ def typed_expr(spec: ColumnSpec) -> pl.Expr:
     """`spec`'s column as it is written out once checked: Float64, Int64, or the canonical
     category (String); null where missing. Valid only for rows that passed `check`."""
     raw = pl.col(spec.name)
+    if spec.type == "text":
+        return raw.cast(pl.String).alias(spec.name)
     if spec.type == "category":
         return _category(spec).cast(pl.String).alias(spec.name)
     number = raw.cast(pl.Float64, strict=False)
@@ -481,6 +535,9 @@ def read_polars(spec: ColumnSpec, frame: pl.DataFrame, prefix: str) -> Column:
     """The `Column` for `spec` from a frame holding the columns of `polars_exprs`."""
     null = frame.get_column(f"{prefix}n").to_numpy()
     unreadable = frame.get_column(f"{prefix}u").to_numpy()
+    if spec.type == "text":
+        texts = frame.get_column(f"{prefix}t").to_numpy().astype(object, copy=False)
+        return Column(spec, texts=texts, null=null, unreadable=unreadable)
     if spec.type == "category":
         codes = frame.get_column(f"{prefix}c").to_numpy()
         return Column(spec, codes=codes, null=null, unreadable=unreadable)

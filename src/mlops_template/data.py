@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import contract
 from ._fs import current_version, publish_or_explain, sha256_file
-from .contract import MISSING_CATEGORY
+from .contract import MISSING_CATEGORY, MISSING_TEXT
 from .errors import DataFileError, DataSchemaError, Issue
 from .schema import ColumnSpec, DatasetSchema
 
@@ -158,7 +158,9 @@ class TableReader:
                 shown = ", ".join(found[:30]) + (" ..." if len(found) > 30 else "")
                 issues.append(Issue(spec.name, f"missing from the file (found columns: {shown})"))
             elif not contract.castable(self.schema[spec.name], spec):
-                expected = "a category label" if spec.type == "category" else "a number"
+                expected = {"category": "a category label", "text": "text"}.get(
+                    spec.type, "a number"
+                )
                 issues.append(
                     Issue(spec.name, f"expected {expected}, found {self.schema[spec.name]}")
                 )
@@ -474,12 +476,15 @@ def to_model_inputs(
 ) -> dict[str, np.ndarray]:
     """The ONNX graph's inputs (keyed by `names[feature]`) for checked, typed feature columns.
 
-    Missing numbers become NaN (the graph imputes them), missing categories `MISSING_CATEGORY`.
+    Missing numbers become NaN (the graph imputes them), missing categories `MISSING_CATEGORY`
+    and missing texts `MISSING_TEXT` (no terms).
     """
     inputs: dict[str, np.ndarray] = {}
     for spec in features:
         column = frame.get_column(spec.name)
-        if spec.type == "category":
+        if spec.type == "text":
+            array = column.cast(pl.String).fill_null(MISSING_TEXT).to_numpy().astype(object)
+        elif spec.type == "category":
             # Through the codes of an Enum: no Python string is made per row.
             levels = [*(spec.categories or ()), MISSING_CATEGORY]
             codes = column.fill_null(MISSING_CATEGORY).cast(pl.Enum(levels)).to_physical()

@@ -30,7 +30,12 @@ from .errors import (
 __all__ = ["ModelOutputError", "OnnxModel", "Prediction"]
 
 Feed = dict[str, npt.NDArray[Any]]
-_ONNX_TYPES = {"float": "tensor(float)", "integer": "tensor(float)", "category": "tensor(string)"}
+_ONNX_TYPES = {
+    "float": "tensor(float)",
+    "integer": "tensor(float)",
+    "category": "tensor(string)",
+    "text": "tensor(string)",
+}
 _SMALL = 256
 
 

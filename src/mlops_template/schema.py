@@ -36,8 +36,9 @@ __all__ = [
     "load_schema",
 ]
 
-ColumnType = Literal["float", "integer", "category"]
+ColumnType = Literal["float", "integer", "category", "text"]
 Task = Literal["classification", "regression"]
+DEFAULT_MAX_TERMS = 20_000
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
@@ -79,6 +80,7 @@ class ColumnSpec(_Frozen):
     categories: Annotated[tuple[Name, ...] | None, BeforeValidator(_canonical_categories)] = None
     min: float | None = None
     max: float | None = None
+    max_terms: int | None = Field(None, ge=1, le=1_000_000)
     description: str = ""
 
     @model_validator(mode="after")
@@ -92,6 +94,10 @@ class ColumnSpec(_Frozen):
                 raise ValueError("`min`/`max` apply to numeric columns, not categories")
         elif self.categories is not None:
             raise ValueError(f"`categories` applies to category columns, not {self.type}")
+        if self.type == "text" and (self.min is not None or self.max is not None):
+            raise ValueError("`min`/`max` apply to numeric columns, not text")
+        if self.max_terms is not None and self.type != "text":
+            raise ValueError(f"`max_terms` applies to text columns, not {self.type}")
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"`min` ({self.min}) is greater than `max` ({self.max})")
         return self
@@ -99,7 +105,17 @@ class ColumnSpec(_Frozen):
     @property
     def is_numeric(self) -> bool:
         """Whether values are numbers (float or integer)."""
-        return self.type != "category"
+        return self.type in ("float", "integer")
+
+    @property
+    def is_string(self) -> bool:
+        """Whether values are strings (a category label or a text): the model takes strings."""
+        return self.type in ("category", "text")
+
+    @property
+    def terms(self) -> int:
+        """A text column's vocabulary size: its `max_terms`, or the most frequent 20,000."""
+        return self.max_terms or DEFAULT_MAX_TERMS
 
     @cached_property
     def number_like(self) -> bool:
@@ -180,6 +196,17 @@ class DatasetSchema(_Frozen):
             )
         if self.target.nullable:
             raise ValueError("the target cannot be nullable: rows without a target are dropped")
+        if self.target.type == "text":
+            raise ValueError(
+                "the target cannot be text: a category target makes a classifier, a number a "
+                "regressor"
+            )
+        text = [f.name for f in self.features if f.type == "text"]
+        if text and self.model.type != "linear":
+            raise ValueError(
+                f'text features ({", ".join(text)}) need model.type = "linear" (TF-IDF '
+                f"terms are many and sparse; {self.model.type} is not offered for them)"
+            )
         if self.model.class_weight is not None and self.task != "classification":
             raise ValueError("model.class_weight applies to classification, not regression")
         return self

@@ -1,7 +1,7 @@
 """Training: a scikit-learn Pipeline fitted on the prepared data, exported to ONNX with its card.
 
-The whole feature pipeline (imputation, one-hot encoding, scaling) is part of the exported
-graph, so the ONNX file takes the raw feature columns and serving never re-implements a
+The whole feature pipeline (imputation, one-hot encoding, scaling, TF-IDF for text) is part of
+the exported graph, so the ONNX file takes the raw feature columns and serving never re-implements a
 transform. This is the only module that imports scikit-learn and skl2onnx.
 
 Training is reproducible across processes: the same data, schema and seed give the same ONNX
@@ -29,6 +29,7 @@ from sklearn.ensemble import (
     RandomForestClassifier,
     RandomForestRegressor,
 )
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
@@ -55,6 +56,15 @@ __all__ = [
 
 # Pinned so that the same data and seed give the same ONNX file, whatever skl2onnx's default.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
+# A text's terms: runs of two or more letters, digits or underscores, in any script. Python's
+# `\w` (scikit-learn) and RE2's `[\p{L}\p{N}_]` (onnxruntime's Tokenizer) name the same
+# characters, where RE2's own `\w` and `\b` are ASCII only: with them a word such as "café"
+# would be cut differently in the served model than in training.
+TERM_PATTERN = r"\w\w+"
+ONNX_TERM_PATTERN = r"[\p{L}\p{N}_][\p{L}\p{N}_]+"
+# Lower-casing in the graph (StringNormalizer) with a locale every Linux image has: its default,
+# en_US.UTF-8, is missing from slim images, and then the model does not load at all.
+ONNX_LOCALE = "C.UTF-8"
 _LIBRARIES = ("numpy", "onnx", "onnxruntime", "polars", "scikit-learn", "skl2onnx")
 
 
@@ -94,8 +104,8 @@ def build_pipeline(schema: DatasetSchema) -> Pipeline:
     """
     names = input_names(schema.features)
     numeric = [names[f.name] for f in schema.features if f.is_numeric]
-    categorical = [f for f in schema.features if not f.is_numeric]
-    transformers: list[tuple[str, Any, list[str]]] = []
+    categorical = [f for f in schema.features if f.type == "category"]
+    transformers: list[tuple[str, Any, Any]] = []
     if numeric:
         steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median"))]
         if isinstance(schema.model, LinearModel):
@@ -107,6 +117,12 @@ def build_pipeline(schema: DatasetSchema) -> Pipeline:
         levels = [[*(f.categories or ()), MISSING_CATEGORY] for f in categorical]
         encoder = OneHotEncoder(categories=levels, handle_unknown="ignore", sparse_output=False)
         transformers.append(("categorical", encoder, [names[f.name] for f in categorical]))
+    for index, feature in enumerate(f for f in schema.features if f.type == "text"):
+        # One column by its name (not a list): the vectoriser takes a sequence of texts.
+        words = TfidfVectorizer(
+            token_pattern=TERM_PATTERN, max_features=feature.terms, dtype=np.float32
+        )
+        transformers.append((f"text{index}", words, names[feature.name]))
     return Pipeline(
         [("preprocess", ColumnTransformer(transformers)), ("model", _estimator(schema))]
     )
@@ -154,16 +170,23 @@ def export_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
         (names[f.name], FloatTensorType([None, 1]) if f.is_numeric else StringTensorType([None, 1]))
         for f in schema.features
     ]
-    options = (
-        {id(pipeline.steps[-1][1]): {"zipmap": False}} if schema.task == "classification" else None
-    )
+    options: dict[int, dict[str, Any]] = {
+        id(step): {"tokenexp": ONNX_TERM_PATTERN}
+        for _, step, _ in pipeline.named_steps["preprocess"].transformers_
+        if isinstance(step, TfidfVectorizer)
+    }
+    if schema.task == "classification":
+        options[id(pipeline.steps[-1][1])] = {"zipmap": False}
     model = convert_sklearn(
         pipeline,
         name=f"{schema.name}_{schema.task}",
         initial_types=types,
-        options=options,
+        options=options or None,
         target_opset=TARGET_OPSET,
     )
+    for node in model.graph.node:
+        if node.op_type == "StringNormalizer":
+            _set_attribute(node, "locale", ONNX_LOCALE)
     # skl2onnx lists the opsets it used in set order, which changes with Python's hash seed
     # from one process to the next: sorted, the same model gives the same bytes every time.
     imports = sorted((o.domain, o.version) for o in model.opset_import)
@@ -171,6 +194,16 @@ def export_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     for domain, version in imports:
         model.opset_import.add(domain=domain, version=version)
     return bytes(model.SerializeToString())
+
+
+def _set_attribute(node: Any, name: str, value: str) -> None:
+    from onnx import helper
+
+    for attribute in node.attribute:
+        if attribute.name == name:
+            node.attribute.remove(attribute)
+            break
+    node.attribute.append(helper.make_attribute(name, value))
 
 
 def score(task: str, truth: npt.NDArray[Any], predicted: npt.NDArray[Any]) -> dict[str, float]:

@@ -45,6 +45,8 @@ def _feature_type(spec: ColumnSpec) -> Any:
     base: Any
     if spec.type == "category":
         base = _one_of(tuple(spec.categories or ()))
+    elif spec.type == "text":
+        base = str
     elif spec.type == "integer":
         base = Annotated[int, Field(ge=spec.min, le=spec.max)]
     else:
@@ -103,7 +105,7 @@ def infer_request_schema(card: ModelCard, max_rows: int) -> dict[str, Any]:
         if spec.type == "category" and spec.nullable:  # the protocol's missing label
             values = {"anyOf": [values, {"const": ""}]}
         rows = {"type": "integer", "minimum": 1, "maximum": max_rows}
-        datatypes = ["BYTES"] if spec.type == "category" else list(NUMERIC_DATATYPES)
+        datatypes = ["BYTES"] if spec.is_string else list(NUMERIC_DATATYPES)
         return {
             "type": "object",
             "additionalProperties": False,

@@ -106,9 +106,7 @@ def _outputs(card: ModelCard) -> list[TensorMetadata]:
 def model_metadata(card: ModelCard) -> ModelMetadata:
     """The model's name, version, and its input and output tensors."""
     inputs = [
-        TensorMetadata(
-            name=f.name, datatype="BYTES" if f.type == "category" else "FP32", shape=[-1]
-        )
+        TensorMetadata(name=f.name, datatype="BYTES" if f.is_string else "FP32", shape=[-1])
         for f in card.features
     ]
     return ModelMetadata(
@@ -233,8 +231,8 @@ def _columns(
     rows: int | None = None
     for name, i in found.items():
         tensor = inputs[i]
-        expected = "BYTES" if specs[name].type == "category" else "a numeric datatype (e.g. FP32)"
-        if (tensor.datatype == "BYTES") != (specs[name].type == "category") or (
+        expected = "BYTES" if specs[name].is_string else "a numeric datatype (e.g. FP32)"
+        if (tensor.datatype == "BYTES") != specs[name].is_string or (
             tensor.datatype != "BYTES" and tensor.datatype not in _NUMBER_TYPES
         ):
             issues.append(f"inputs[{i}].datatype: expected {expected}, got {tensor.datatype}")

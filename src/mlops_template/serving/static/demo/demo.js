@@ -29,6 +29,8 @@ function fieldFor(feature, example) {
     for (const category of feature.categories) {
       input.append(element("option", String(category), { value: String(category) }));
     }
+  } else if (feature.type === "text") {
+    input = element("textarea", undefined, { id, name: feature.name, rows: "3" });
   } else {
     input = element("input", undefined, {
       id, name: feature.name, type: "number", step: feature.type === "integer" ? "1" : "any",
@@ -42,8 +44,10 @@ function fieldFor(feature, example) {
 function readRecord(card) {
   const record = {};
   for (const feature of card.features) {
-    const raw = $("feature-" + feature.name).value.trim();
+    const value = $("feature-" + feature.name).value;
+    const raw = value.trim();
     if (raw === "") record[feature.name] = null;
+    else if (feature.type === "text") record[feature.name] = value;
     else if (feature.type === "category") record[feature.name] = raw;
     else record[feature.name] = Number(raw);
   }
