@@ -34,12 +34,20 @@ HAND_WRITTEN = (
     "README.md",
     "LICENSE",
     "dataset.toml",
+    "data/raw/README.md",
     ".copier-answers.yml",
 )
 # Options that switch files and marked lines on and off (the markers never reach a project).
 # Blocks marked `template` are the template repository's own: never rendered into a project.
-SWITCHES = {**OPTIONS, "template": "false"}
+# The example's data: the penguins, or (for the text example) the questions the tests also use.
+SWITCHES = {**OPTIONS, "template": "false", "penguins": "not text_example", "text": "text_example"}
+EXAMPLE_DATA = {
+    "data/raw/questions.csv": "tests/data/questions.csv",
+    "data/raw/questions.LICENSE": "tests/data/questions.LICENSE",
+}
 CONDITIONAL_PATHS = {
+    "data/raw/penguins.csv": "penguins",
+    **dict.fromkeys(EXAMPLE_DATA, "text"),
     "Dockerfile": "docker",
     ".dockerignore": "docker",
     "tests/test_container.py": "docker",
@@ -222,6 +230,9 @@ def wanted() -> tuple[dict[Path, str | Path], list[str]]:
     problems: list[str] = []
     package_link = TEMPLATE / "src" / "<< package_name >>"
     files[package_link] = Path(os.path.relpath(ROOT / PACKAGE_DIR, package_link.parent))
+    for path, source in EXAMPLE_DATA.items():  # a file of the tests, as the example's data
+        target = TEMPLATE / template_path(path)
+        files[target] = Path(os.path.relpath(ROOT / source, target.parent))
     for path in project_files():
         source = ROOT / path
         try:

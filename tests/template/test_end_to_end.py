@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from ..test_contract import RENAMED, odd_names_project
@@ -19,8 +21,8 @@ from .conftest import render
 pytestmark = pytest.mark.e2e
 COMBINATIONS = {
     "default": {},
-    "regression, no Docker, Apache-2.0": {
-        "task": "regression",
+    "text, no Docker, Apache-2.0": {
+        "task": "text_classification",
         "include_docker": False,
         "include_devcontainer": False,
         "license": "Apache-2.0",
@@ -82,7 +84,14 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
         assert process.returncode == 0, f"{name}: make all failed\n{output[-6000:]}"
     for i, (name, path) in enumerate(projects.items()):
         train = subprocess.run(
-            ["make", "prepare", "train"],
+            [
+                "make",
+                "prepare",
+                "train",
+                "predict",
+                "INPUT=" + tomllib.loads((path / "dataset.toml").read_text())["source"],
+                "OUTPUT=scored.parquet",
+            ],
             cwd=path,
             env=environment(),
             capture_output=True,
@@ -91,7 +100,12 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
         )
         assert train.returncode == 0, train.stdout + train.stderr
         card = json.loads((path / "models" / "current" / "model.json").read_text())
-        assert card["task"] == COMBINATIONS[name].get("task", "classification")
+        task = COMBINATIONS[name].get("task", "classification")
+        assert card["task"] == task.removeprefix("text_")
+        assert (card["features"][0]["type"] == "text") == task.startswith("text")
+        scored = pl.read_parquet(path / "scored.parquet")  # the whole raw file, scored in batch
+        assert f"predicted_{card['target']['name']}" in scored.columns
+        assert scored.height > 300
         with make_serve(path, f"END_TO_END_{i}_PORT") as url:
             status, body = post(f"{url}/predict", {"records": [card["example"]]})
             assert status == 200, body

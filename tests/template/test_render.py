@@ -21,17 +21,17 @@ BIN = Path(sys.executable).parent
 # so it pairs with the rows that have it).
 MATRIX = [
     ("3.11", "MIT", "classification", True, True, True),
-    ("3.11", "Apache-2.0", "regression", False, True, False),
-    ("3.11", "BSD-3-Clause", "classification", False, False, False),
-    ("3.11", "proprietary", "regression", True, False, False),
+    ("3.11", "Apache-2.0", "classification", False, True, False),
+    ("3.11", "BSD-3-Clause", "regression", False, False, False),
+    ("3.11", "proprietary", "text_classification", True, False, False),
     ("3.12", "MIT", "regression", False, False, False),
-    ("3.12", "Apache-2.0", "classification", True, False, True),
-    ("3.12", "BSD-3-Clause", "regression", True, True, False),
-    ("3.12", "proprietary", "classification", False, True, False),
-    ("3.13", "MIT", "classification", True, False, False),
+    ("3.12", "Apache-2.0", "text_classification", True, False, True),
+    ("3.12", "BSD-3-Clause", "classification", True, True, False),
+    ("3.12", "proprietary", "regression", False, True, False),
+    ("3.13", "MIT", "text_classification", True, False, False),
     ("3.13", "Apache-2.0", "regression", True, True, True),
-    ("3.13", "BSD-3-Clause", "classification", False, True, False),
-    ("3.13", "proprietary", "regression", False, False, False),
+    ("3.13", "BSD-3-Clause", "text_classification", False, True, False),
+    ("3.13", "proprietary", "classification", False, False, False),
 ]
 LICENSE_TEXT = {
     "MIT": "MIT License",
@@ -99,7 +99,12 @@ def test_every_option_renders_a_clean_project(
     assert (dest / ".python-version").read_text() == python + "\n"
     assert LICENSE_TEXT[license] in (dest / "LICENSE").read_text()
     dataset = tomllib.loads((dest / "dataset.toml").read_text())
-    assert dataset["target"]["type"] == ("category" if task == "classification" else "float")
+    assert dataset["target"]["type"] == ("float" if task == "regression" else "category")
+    types = {feature["type"] for feature in dataset["features"].values()}
+    assert ("text" in types) == (task == "text_classification")
+    source = dest / dataset["source"]
+    assert source.is_file()  # the example's data ships with it, and only that example's
+    assert sorted(p.name for p in (dest / "data" / "raw").glob("*.csv")) == [source.name]
     for workflow in (dest / ".github").rglob("*.yml"):
         yaml.safe_load(workflow.read_text())
     dependabot = (dest / ".github" / "dependabot.yml").read_text()
@@ -192,7 +197,7 @@ def test_the_longest_names_still_lint_and_format_clean(tmp_path: Path) -> None:
 def test_a_short_name_renders_formatted_code(tmp_path: Path) -> None:
     # Code formatted for this repository's names must stay formatted when a project's names are
     # shorter: a line that only fits on one line with a short name is reformatted by ruff.
-    dest = render(tmp_path / "project", project_name="Ab")
+    dest = render(tmp_path / "project", project_name="Ab", task="text_classification")
     assert (dest / "src" / "ab" / "cli.py").is_file()
     run(BIN / "ruff", "format", "--check", ".", cwd=dest)
     run(BIN / "ruff", "check", ".", cwd=dest)
