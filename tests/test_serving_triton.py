@@ -39,14 +39,25 @@ def inputs(rows: list[dict[str, Any]], card: ModelCard, *, binary: bool) -> list
     return tensors
 
 
+@pytest.mark.parametrize("example", ["penguins", "text"])
 def test_the_stock_triton_client_works_unchanged(
-    trained_dir: Path, prepared_dir: Path, tmp_path: Path, card: ModelCard
+    request: pytest.FixtureRequest, example: str, tmp_path: Path
 ) -> None:
+    from mlops_template.card import CARD_FILE, load_card
     from mlops_template.inference import OnnxModel
 
+    if example == "text":  # texts as BYTES, beside a number
+        root = request.getfixturevalue("text_models")
+        trained_dir, prepared_dir = root / "models", root / "processed"
+    else:
+        trained_dir = request.getfixturevalue("trained_dir")
+        prepared_dir = request.getfixturevalue("prepared_dir")
+    card = load_card(current_version(trained_dir) / CARD_FILE)
     test = pl.read_parquet(current_version(prepared_dir) / TEST_FILE)
     rows = test.select(card.feature_names).to_dicts()
-    assert any(None in row.values() for row in rows), "the test rows should hold missing values"
+    if not any(None in row.values() for row in rows):  # a missing value must travel too
+        nullable = next(f.name for f in card.features if f.nullable)
+        rows[0][nullable] = None
     expected = OnnxModel.load(trained_dir).predict(
         {name: [row[name] for row in rows] for name in card.feature_names}
     )
@@ -76,7 +87,8 @@ def test_the_stock_triton_client_works_unchanged(
         assert [str(x) for x in result.as_numpy("label").reshape(-1)] == labels
 
         # A bad value: the client raises with the server's own message.
-        bad = [{**rows[0], "flipper_length_mm": 999.0}]
-        with pytest.raises(http.InferenceServerException, match="above the maximum 260"):
+        bounded = next(f for f in card.features if f.is_numeric and f.max is not None)
+        bad = [{**rows[0], bounded.name: bounded.max * 10 + 1}]
+        with pytest.raises(http.InferenceServerException, match="above the maximum"):
             client.infer(card.name, inputs(bad, card, binary=True))
         client.close()
