@@ -2,9 +2,10 @@
 # from the template (which do not get it) have none of these.
 .PHONY: new sync-template check-template
 
-new: install ## Scaffold a project and bring it up: make new DEST=../my-project [NAME="My Project"]
+new: install ## Scaffold a project and bring it up: make new DEST=../my-project [NAME="My Project"] [TASK=text_classification]
 	$(RUN) python scripts/new_project.py "$(DEST)" \
-		$(if $(filter command line,$(origin NAME)),--name "$(NAME)")
+		$(if $(filter command line,$(origin NAME)),--name "$(NAME)") \
+		$(if $(filter command line,$(origin TASK)),--data "task=$(TASK)")
 
 sync-template: ## Regenerate template/ from this repository's own files
 	$(RUN) python scripts/sync_template.py

@@ -40,9 +40,27 @@ def test_new_turns_a_bad_answer_into_one_line(tmp_path: Path) -> None:
 
 
 def test_new_renders_the_working_tree(tmp_path: Path) -> None:
-    result = new(str(tmp_path / "project"), "--name", "Penguin Service", "--no-bring-up")
+    result = new(
+        str(tmp_path / "project"),
+        *("--name", "Question Service", "--data", "task=text_classification", "--no-bring-up"),
+    )
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "project" / "src" / "penguin_service" / "serving" / "app.py").is_file()
+    assert (tmp_path / "project" / "src" / "question_service" / "serving" / "app.py").is_file()
+    assert (tmp_path / "project" / "data" / "raw" / "questions.csv").is_file()
+
+
+def test_make_new_passes_the_name_and_the_task_on() -> None:
+    dry = subprocess.run(
+        ["make", "-n", "new", "DEST=../elsewhere", "NAME=My Model", "TASK=text_classification"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = dry.stdout.replace("\\\n", " ").splitlines()  # the recipe's lines, joined
+    command = next(line for line in lines if "new_project.py" in line)
+    assert '--name "My Model"' in command
+    assert '--data "task=text_classification"' in command
 
 
 def copy_as_new_repository(dest: Path) -> Path:
