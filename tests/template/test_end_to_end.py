@@ -62,6 +62,9 @@ def make_serve(path: Path, port_variable: str) -> Iterator[str]:
         server.wait(timeout=30)
 
 
+# Two whole projects' `make all` at once, then prepare, train, predict and serve in each: each
+# step carries its own time limit (1500 s, 600 s, 60 s), so the test's own is their sum.
+@pytest.mark.timeout(1500 + 2 * (600 + 60) + 60)
 def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None:
     projects = {
         name: render(tmp_path / f"project-{i}", project_name=f"End To End {i}", **answers)
