@@ -112,8 +112,8 @@ track-ui: $(VENV) ## Browse the runs `train --track` logged, in MLflow's UI on 1
 		--host 127.0.0.1 --port 5000
 
 .PHONY: serve
-serve: $(VENV) ## Serve the model on http://127.0.0.1:8000
-	$(CLI) serve
+serve: $(VENV) ## Serve the model on http://127.0.0.1:8000 (demo page at /demo)
+	$(CLI) serve --model-download
 
 .PHONY: info
 info: $(VENV) ## Show the trained model's card

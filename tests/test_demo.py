@@ -1,5 +1,6 @@
 """The demo page at `/demo`, driven in a real headless Chromium: the form is built from the model
-card, a prediction shows its label and bars, a refused value shows the server's own message."""
+card, a prediction shows its label and bars, a refused value shows the server's own message, and
+the page scores the same ONNX file itself with onnxruntime-web and agrees with the server."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ from typing import Any
 import pytest
 
 from mlops_template._fs import current_version
-from mlops_template.card import CARD_FILE, load_card
+from mlops_template.card import CARD_FILE, ModelCard, load_card
+from mlops_template.data import TEST_FILE
 from mlops_template.schema import DatasetSchema
 
-from .test_serving_live import serving
+from .test_serving_live import post, serving
 
 pytestmark = pytest.mark.e2e
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+# The most the page's answers (onnxruntime-web, WebAssembly) may differ from the server's.
+TOLERANCE = 1e-5
 
 
 def browser() -> str | None:
@@ -46,22 +50,63 @@ def regression_dir(schema: DatasetSchema, tmp_path_factory: pytest.TempPathFacto
     return root / "models"
 
 
+def held_out_rows(processed_dir: Path, card: ModelCard) -> list[dict[str, Any]]:
+    """The held-out split's feature values, as a client sends them."""
+    import polars as pl
+
+    split = current_version(processed_dir) / TEST_FILE
+    return pl.read_parquet(split).select(card.feature_names).to_dicts()
+
+
+def assert_agree(card: ModelCard, server: list[dict[str, Any]], page: list[dict[str, Any]]) -> None:
+    """Row by row: the same label and probabilities within TOLERANCE, or the same value."""
+    assert len(page) == len(server)
+    for row, (theirs, ours) in enumerate(zip(server, page, strict=True)):
+        if card.task == "regression":
+            assert abs(ours["value"] - theirs["value"]) <= TOLERANCE * abs(theirs["value"]), row
+            continue
+        assert ours["label"] == theirs["label"], (row, ours, theirs)
+        for name, probability in theirs["probabilities"].items():
+            assert abs(ours["probabilities"][name] - probability) <= TOLERANCE, (row, name)
+
+
+def example(request: pytest.FixtureRequest, task: str) -> tuple[Path, Path]:
+    """One example's model and prepared data folders: penguin species, body mass (the
+    `regression_dir` fixture), or a question's topic."""
+    if task == "text":
+        root = Path(request.getfixturevalue("text_models"))
+        return root / "models", root / "processed"
+    if task == "regression":
+        models = Path(request.getfixturevalue("regression_dir"))
+        return models, models.parent / "processed"
+    return Path(request.getfixturevalue("trained_dir")), request.getfixturevalue("prepared_dir")
+
+
+def require_browser() -> str:
+    """The browser and Playwright, or a skip that says what to install."""
+    executable = browser()
+    if executable is None:
+        pytest.skip("no Chromium here: install Debian's `chromium` (apt-get install chromium)")
+    pytest.importorskip("playwright.sync_api")
+    return executable
+
+
 @pytest.mark.parametrize("task", ["classification", "regression", "text"])
 def test_the_demo_page_predicts_and_shows_refusals(
     request: pytest.FixtureRequest, task: str, tmp_path: Path
 ) -> None:
-    fixture = {"classification": "trained_dir", "regression": "regression_dir"}
-    if task == "text":
-        model_dir = request.getfixturevalue("text_models") / "models"
-    else:
-        model_dir = request.getfixturevalue(fixture[task])
+    model_dir, processed_dir = example(request, task)
     card = load_card(current_version(model_dir) / CARD_FILE)
-    executable = browser()
-    if executable is None:
-        pytest.skip("no Chromium here: install Debian's `chromium` (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
+    executable = require_browser()
+    from playwright import sync_api
+
+    rows = held_out_rows(processed_dir, card)
     problems: list[str] = []
-    with serving(model_dir, tmp_path) as server, sync_api.sync_playwright() as playwright:
+    download = {"MLOPS_TEMPLATE_MODEL_DOWNLOAD": "true"}
+    with (
+        serving(model_dir, tmp_path, **download) as server,
+        sync_api.sync_playwright() as playwright,
+    ):
         chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         page = chromium.new_page()
 
@@ -80,9 +125,21 @@ def test_the_demo_page_predicts_and_shows_refusals(
                 assert field.input_value() == (card.example[feature.name] or "")
                 field.fill("Who wrote the play Hamlet? ¿Quién escribió Hamlet?")
 
+        # The page loads the served ONNX file into onnxruntime-web before the first answer.
+        page.wait_for_function(
+            "() => /also scores/.test(document.getElementById('page-status').textContent)",
+            timeout=30_000,
+        )
         page.click("#predict")
         page.wait_for_selector("#answer:not([hidden])", timeout=15_000)
         headline = page.inner_text("#headline")
+        assert page.is_visible("#page-answer")  # both answers, side by side
+        assert page.inner_text("#page-headline").partition(": ")[0] == card.target.name
+        if task != "regression":
+            assert page.inner_text("#page-headline") == headline
+        assert page.inner_text("#agreement").startswith("The two agree"), page.inner_text(
+            "#agreement"
+        )
         if task != "regression":
             assert card.classes is not None
             assert any(headline.endswith(f": {label}") for label in card.classes), headline
@@ -103,7 +160,39 @@ def test_the_demo_page_predicts_and_shows_refusals(
         assert f"column '{numeric.name}': above the maximum" in refusal, refusal
         assert page.is_hidden("#answer")
         page.screenshot(path=str(tmp_path / "demo-refusal.png"), full_page=True)
+
+        # The whole held-out split, scored in the page and by the server: they agree.
+        in_page = page.evaluate("rows => window.demo.scoreInPage(rows)", rows)
+        status, body = post(f"{server.url}/predict", {"records": rows})
+        assert status == 200, body
+        assert_agree(card, body["predictions"], in_page)
         chromium.close()
     assert (tmp_path / "demo-answer.png").stat().st_size > 1000
     # The refusal's only console line is the browser's own note of the 422 it received.
     assert all("status of 422" in p for p in problems), problems
+
+
+def test_without_the_model_file_the_page_says_why_and_the_server_answers(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    """By default the server keeps its ONNX file to itself: the page says so, naming the
+    setting, and shows the server's answer alone."""
+    executable = require_browser()
+    from playwright import sync_api
+
+    with serving(trained_dir, tmp_path) as server, sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        page = chromium.new_page()
+        page.goto(f"{server.url}/demo")
+        page.wait_for_function(
+            "() => /does not score/.test(document.getElementById('page-status').textContent)",
+            timeout=30_000,
+        )
+        status = page.inner_text("#page-status")
+        assert "MLOPS_TEMPLATE_MODEL_DOWNLOAD=true" in status, status
+        page.click("#predict")
+        page.wait_for_selector("#answer:not([hidden])", timeout=15_000)
+        assert page.inner_text("#headline").startswith("species: ")
+        assert page.is_hidden("#page-answer")
+        assert page.inner_text("#agreement") == ""
+        chromium.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -19,6 +20,9 @@ from mlops_template.data import TEST_FILE
 from mlops_template.inference import OnnxModel
 from mlops_template.serving import create_app
 from mlops_template.settings import Settings
+
+# sha256 of onnxruntime-web 1.31.1's `dist/ort-wasm-simd-threaded.wasm`, as npm ships it.
+WASM_SHA256 = "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d"
 
 
 def records(prepared_dir: Path, card: ModelCard) -> list[dict[str, object]]:
@@ -285,3 +289,57 @@ def test_the_demo_page_is_served_whole_from_the_package(api: TestClient) -> None
     assert all(url.startswith("/") for url in sources), sources  # nothing from another host
     for url in sources:
         assert api.get(url).status_code == 200, url
+
+
+def test_the_model_file_is_shared_only_when_the_setting_says_so(
+    api: TestClient, trained_dir: Path
+) -> None:
+    """GET /model.onnx: by default a 404 that names the setting; with `model_download`, the very
+    file the card's hash vouches for, revalidated on every use."""
+    import hashlib
+
+    from mlops_template.card import MODEL_FILE
+
+    refused = api.get("/model.onnx")
+    assert refused.status_code == 404
+    assert "MLOPS_TEMPLATE_MODEL_DOWNLOAD=true" in refused.json()["detail"][0]
+    with TestClient(create_app(Settings(model_dir=trained_dir, model_download=True))) as client:
+        shared = client.get("/model.onnx")
+        card = client.get("/model").json()
+    assert shared.status_code == 200
+    assert shared.headers["content-type"] == "application/octet-stream"
+    assert shared.headers["cache-control"] == "no-cache"
+    assert shared.content == (current_version(trained_dir) / MODEL_FILE).read_bytes()
+    assert hashlib.sha256(shared.content).hexdigest() == card["onnx_sha256"]
+
+
+@pytest.mark.parametrize(
+    ("accept", "encoded"),
+    [
+        ("gzip, deflate, br", True),
+        ("br;q=1, gzip;q=0.5", True),
+        ("*", True),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("", False),
+    ],
+)
+def test_the_webassembly_runtime_reaches_every_client_whole(
+    api: TestClient, accept: str, encoded: bool
+) -> None:
+    """onnxruntime-web's runtime is stored gzip-compressed: sent as it is where the client
+    accepts gzip (every browser), unpacked otherwise; the same 14.8 MB either way."""
+    import hashlib
+
+    path = "/static/onnxruntime-web/ort-wasm-simd-threaded.wasm"
+    with api.stream("GET", path, headers={"Accept-Encoding": accept}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/wasm"
+        assert response.headers["vary"] == "Accept-Encoding"
+        assert response.headers.get("content-encoding") == ("gzip" if encoded else None)
+        body = b"".join(response.iter_raw())  # as sent: no automatic decoding
+    if encoded:
+        assert body[:2] == b"\x1f\x8b"
+    wasm = gzip.decompress(body) if encoded else body
+    assert wasm[:4] == b"\0asm"  # a WebAssembly module, as vendored from onnxruntime-web 1.31.1
+    assert hashlib.sha256(wasm).hexdigest() == WASM_SHA256

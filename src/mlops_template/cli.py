@@ -235,8 +235,16 @@ def serve(
         int | None, typer.Option(help=f"Processes [env: {ENV_PREFIX}WORKERS]")
     ] = None,
     model_dir: ModelOption = None,
+    model_download: Annotated[
+        bool | None,
+        typer.Option(
+            "--model-download/--no-model-download",
+            help="Serve the ONNX file at /model.onnx, for /demo's in-page scoring "
+            f"[env: {ENV_PREFIX}MODEL_DOWNLOAD; off]",
+        ),
+    ] = None,
 ) -> None:
-    """Serve the model over HTTP: FastAPI on uvicorn, docs at /docs."""
+    """Serve the model over HTTP: FastAPI on uvicorn, docs at /docs, a demo page at /demo."""
     try:
         from .serving.server import run
     except ImportError as exc:
@@ -244,7 +252,9 @@ def serve(
             f"serving libraries are not installed ({exc.name})",
             hint="install the `serve` extra: `make install` or `uv sync --extra serve`",
         ) from None
-    settings = _settings(host=host, port=port, workers=workers, model_dir=model_dir)
+    settings = _settings(
+        host=host, port=port, workers=workers, model_dir=model_dir, model_download=model_download
+    )
     url = f"http://{settings.host}:{settings.port}"
     run(settings, banner=f"serving {settings.model_dir} on {url} (docs at {url}/docs)")
 

@@ -62,6 +62,10 @@ class Settings(BaseSettings):
         30, ge=0, description="Seconds that requests in flight get to finish after SIGTERM"
     )
     batching: bool = Field(True, description="Coalesce concurrent requests into one model call")
+    model_download: bool = Field(
+        False,
+        description="Serve the ONNX file at GET /model.onnx, so that /demo also scores in the page",
+    )
     otel: bool = Field(
         False,
         description="FastAPI's OpenTelemetry tracing and metrics, for an app with an OTel SDK",

@@ -50,6 +50,7 @@ class ModelService:
     schemas: PredictSchemas
     metrics: ServingMetrics
     inflight: InFlight
+    model_download: bool = False  # GET /model.onnx serves the file
     model: OnnxModel | None = None
     batcher: MicroBatcher | None = None
     ready: bool = False

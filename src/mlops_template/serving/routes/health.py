@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
+from fastapi.responses import FileResponse, Response
 
+from ...settings import ENV_PREFIX
 from ..metrics import CONTENT_TYPE_LATEST
+from ..schemas import ErrorResponse
 from ..service import ApiError, JSONBytesResponse, ServiceDep, dumps, error_responses
 
 __all__ = ["router"]
@@ -33,6 +35,35 @@ async def ready(request: Request) -> dict[str, str]:
 async def model_card(service: ServiceDep) -> JSONBytesResponse:
     """What the model expects and what it is: features, classes, metrics, provenance."""
     return JSONBytesResponse(dumps(service.card.model_dump(mode="json")))
+
+
+@router.get(
+    "/model.onnx",
+    summary="The ONNX file",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        404: {"model": ErrorResponse, "description": "This server does not share its model file"},
+        **error_responses(503),
+    },
+)
+async def model_file(service: ServiceDep) -> FileResponse:
+    """The served model's ONNX file, the one checked against the card at start, for `/demo`'s
+    in-page scoring with onnxruntime-web. Off unless the `model_download` setting is on."""
+    if not service.model_download or service.model is None:
+        raise ApiError(
+            404,
+            [
+                "this server does not share its model file: start it with "
+                f"`serve --model-download` or {ENV_PREFIX}MODEL_DOWNLOAD=true"
+            ],
+        )
+    # no-cache: a browser revalidates (ETag) and so never scores with a replaced model.
+    return FileResponse(
+        service.model.path,
+        media_type="application/octet-stream",
+        headers={"Cache-Control": "no-cache"},
+    )
 
 
 @router.get(

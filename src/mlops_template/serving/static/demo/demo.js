@@ -1,7 +1,12 @@
 // The demo page: a form built from the model card (GET /model), posting one record to
-// /predict and showing the answer, or the server's own error lines as they are. Text only
-// ever goes in through textContent: nothing from the card or the server is read as HTML.
+// /predict and showing the answer, or the server's own error lines as they are. When the
+// server shares its model file (GET /model.onnx), the page also scores the record itself with
+// onnxruntime-web (vendored under /static/onnxruntime-web/) and shows both answers side by
+// side. Text only ever goes in through textContent: nothing from the card or the server is
+// read as HTML.
 "use strict";
+
+const ORT = "/static/onnxruntime-web/";
 
 const $ = (id) => document.getElementById(id);
 
@@ -54,14 +59,12 @@ function readRecord(card) {
   return record;
 }
 
-function showAnswer(card, prediction) {
-  $("problems").hidden = true;
-  const bars = $("bars");
+function showPrediction(card, prediction, headline, bars) {
   bars.replaceChildren();
   if (card.task === "regression") {
-    $("headline").textContent = `${card.target.name}: ${prediction.value}`;
+    headline.textContent = `${card.target.name}: ${prediction.value}`;
   } else {
-    $("headline").textContent = `${card.target.name}: ${prediction.label}`;
+    headline.textContent = `${card.target.name}: ${prediction.label}`;
     for (const [name, probability] of Object.entries(prediction.probabilities)) {
       const row = element("div", undefined, { class: "bar", "data-class": name });
       if (name === prediction.label) row.classList.add("best");
@@ -73,7 +76,65 @@ function showAnswer(card, prediction) {
       bars.append(row);
     }
   }
+}
+
+// How far apart two answers are: the largest difference in probability (or value).
+function difference(card, one, other) {
+  if (card.task === "regression") return Math.abs(one.value - other.value);
+  return Math.max(...card.classes.map((name) =>
+    Math.abs(one.probabilities[name] - other.probabilities[name])));
+}
+
+function showAnswer(card, prediction, inPage) {
+  $("problems").hidden = true;
+  showPrediction(card, prediction, $("headline"), $("bars"));
+  $("page-answer").hidden = inPage === null;
+  $("agreement").textContent = "";
+  if (inPage !== null) {
+    showPrediction(card, inPage, $("page-headline"), $("page-bars"));
+    const same = card.task === "regression" || inPage.label === prediction.label;
+    $("agreement").textContent = (same ? "The two agree" : "The two disagree") +
+      ` (largest difference ${difference(card, prediction, inPage).toExponential(1)}).`;
+  }
   $("answer").hidden = false;
+}
+
+// The model in this page: the served ONNX file in onnxruntime-web's WebAssembly backend.
+async function loadPageModel() {
+  const response = await fetch("/model.onnx");
+  if (!response.ok) {
+    const body = await response.json().catch(() => ({}));
+    throw new Error(Array.isArray(body.detail) ? body.detail.join("; ") : response.statusText);
+  }
+  if (typeof WebAssembly !== "object") throw new Error("this browser has no WebAssembly");
+  const ort = await import(ORT + "ort.wasm.min.mjs");
+  ort.env.wasm.wasmPaths = ORT;
+  ort.env.wasm.numThreads = 1; // no cross-origin isolation needed
+  const bytes = new Uint8Array(await response.arrayBuffer());
+  return { ort, session: await ort.InferenceSession.create(bytes) };
+}
+
+// Score records (objects keyed by feature) as the server does: one [n, 1] tensor per feature,
+// float32 numbers with NaN for missing, strings with "" for missing.
+async function scoreInPage(card, model, records) {
+  const { ort, session } = model;
+  const feeds = {};
+  for (const feature of card.features) {
+    const values = records.map((record) => record[feature.name] ?? null);
+    const shape = [records.length, 1];
+    feeds[card.inputs[feature.name]] = feature.type === "category" || feature.type === "text"
+      ? new ort.Tensor("string", values.map((v) => (v === null ? "" : String(v))), shape)
+      : new ort.Tensor("float32", Float32Array.from(values, (v) => (v === null ? NaN : v)), shape);
+  }
+  const outputs = await session.run(feeds);
+  const [first, second] = session.outputNames.map((name) => outputs[name].data);
+  if (card.task === "regression") return Array.from(first, (value) => ({ value }));
+  const width = card.classes.length;
+  return records.map((_, row) => ({
+    label: String(first[row]),
+    probabilities: Object.fromEntries(card.classes.map((name, k) =>
+      [name, second[row * width + k]])),
+  }));
 }
 
 function showProblems(lines) {
@@ -83,15 +144,22 @@ function showProblems(lines) {
   $("problems").hidden = false;
 }
 
-async function predict(card) {
+async function predict(card, pageModel) {
+  const record = readRecord(card);
   const response = await fetch("/predict", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ records: [readRecord(card)] }),
+    body: JSON.stringify({ records: [record] }),
   });
   const body = await response.json().catch(() => ({ detail: [response.statusText] }));
-  if (response.ok) showAnswer(card, body.predictions[0]);
-  else showProblems(Array.isArray(body.detail) ? body.detail : [String(body.detail)]);
+  if (!response.ok) {
+    showProblems(Array.isArray(body.detail) ? body.detail : [String(body.detail)]);
+    return;
+  }
+  // The page scores only what the server accepted: the server's checks are the contract.
+  const model = await pageModel.catch(() => null);
+  const inPage = model === null ? null : (await scoreInPage(card, model, [record]))[0];
+  showAnswer(card, body.predictions[0], inPage);
 }
 
 async function start() {
@@ -106,9 +174,17 @@ async function start() {
   $("about").textContent =
     `Version ${card.version}, ${card.estimator}. Edit the example and predict.`;
   for (const feature of card.features) $("fields").append(...fieldFor(feature, card.example || {}));
+  $("page-status").textContent = "Loading the model into this page…";
+  const pageModel = loadPageModel();
+  pageModel.then(
+    () => { $("page-status").textContent = "This page also scores with the same ONNX file, in WebAssembly."; },
+    (error) => { $("page-status").textContent = `This page does not score by itself: ${error.message || error}`; },
+  );
+  // For tests and the curious: score many records in the page, e.g. a whole test split.
+  window.demo = { card, scoreInPage: async (records) => scoreInPage(card, await pageModel, records) };
   $("form").addEventListener("submit", (event) => {
     event.preventDefault();
-    predict(card).catch((error) => showProblems([String(error)]));
+    predict(card, pageModel).catch((error) => showProblems([String(error)]));
   });
   $("form").hidden = false;
 }
