@@ -39,6 +39,7 @@ __all__ = [
     "check",
     "describe_values",
     "encode",
+    "expected",
     "issues",
     "polars_exprs",
     "read_polars",
@@ -96,7 +97,8 @@ class Fault:
     show_found: bool = True
 
 
-def _expected(spec: ColumnSpec) -> str:
+def expected(spec: ColumnSpec) -> str:
+    """What a column of this type holds, as error messages say it."""
     return {
         "float": "a number",
         "integer": "a whole number",
@@ -133,16 +135,16 @@ def check(columns: Iterable[Column], *, allow_null: Iterable[str] = ()) -> list[
         spec = column.spec
         if not spec.nullable and spec.name not in lenient:
             add(spec, column.null, "missing value, but the schema says nullable = false", False)
-        add(spec, column.unreadable, f"expected {_expected(spec)}")
+        add(spec, column.unreadable, f"expected {expected(spec)}")
         if column.texts is not None:
             continue  # any string is a text
         if column.codes is not None:
             noun = "label" if spec.name in lenient else "category"
-            expected = _listing(spec.categories or ())
+            allowed = _listing(spec.categories or ())
             unknown = column.codes == UNKNOWN
             if column.unreadable is not None:
                 unknown &= ~column.unreadable
-            add(spec, unknown, f"unknown {noun}; expected one of: {expected}")
+            add(spec, unknown, f"unknown {noun}; expected one of: {allowed}")
             continue
         numbers = column.numbers
         assert numbers is not None
@@ -401,14 +403,11 @@ class JsonReader:
         for spec in self._texts:
             raw = columns[spec.name]
             kinds = set(map(type, raw))
-            if kinds == {str}:
-                out[spec.name] = np.fromiter(raw, object, len(raw)).reshape(-1, 1)
-            elif kinds <= {str, _NONE} and spec.nullable:
-                texts = _read_texts(spec, raw, kinds).texts
-                assert texts is not None
-                out[spec.name] = texts.reshape(-1, 1)
-            else:
+            if not kinds <= ({str, _NONE} if spec.nullable else {str}):
                 return None
+            texts = _read_texts(spec, raw, kinds).texts
+            assert texts is not None
+            out[spec.name] = texts.reshape(-1, 1)
         return out
 
     def _one(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, npt.NDArray[Any]] | None:

@@ -158,11 +158,9 @@ class TableReader:
                 shown = ", ".join(found[:30]) + (" ..." if len(found) > 30 else "")
                 issues.append(Issue(spec.name, f"missing from the file (found columns: {shown})"))
             elif not contract.castable(self.schema[spec.name], spec):
-                expected = {"category": "a category label", "text": "text"}.get(
-                    spec.type, "a number"
-                )
+                found_type = self.schema[spec.name]
                 issues.append(
-                    Issue(spec.name, f"expected {expected}, found {self.schema[spec.name]}")
+                    Issue(spec.name, f"expected {contract.expected(spec)}, found {found_type}")
                 )
         if allowed is not None:
             issues += [
