@@ -133,7 +133,7 @@ def test_the_demo_page_predicts_and_shows_refusals(
         page.click("#predict")
         page.wait_for_selector("#answer:not([hidden])", timeout=15_000)
         headline = page.inner_text("#headline")
-        assert page.is_visible("#page-answer")  # both answers, side by side
+        page.wait_for_selector("#page-answer:not([hidden])", timeout=15_000)  # side by side
         assert page.inner_text("#page-headline").partition(": ")[0] == card.target.name
         if task != "regression":
             assert page.inner_text("#page-headline") == headline

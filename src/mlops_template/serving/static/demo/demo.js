@@ -144,7 +144,10 @@ function showProblems(lines) {
   $("problems").hidden = false;
 }
 
+let latest = 0; // the newest submission: an older one's late answer is dropped
+
 async function predict(card, pageModel) {
+  const turn = ++latest;
   const record = readRecord(card);
   const response = await fetch("/predict", {
     method: "POST",
@@ -152,14 +155,18 @@ async function predict(card, pageModel) {
     body: JSON.stringify({ records: [record] }),
   });
   const body = await response.json().catch(() => ({ detail: [response.statusText] }));
+  if (turn !== latest) return;
   if (!response.ok) {
     showProblems(Array.isArray(body.detail) ? body.detail : [String(body.detail)]);
     return;
   }
-  // The page scores only what the server accepted: the server's checks are the contract.
+  showAnswer(card, body.predictions[0], null);
+  // The page scores only what the server accepted (the server's checks are the contract),
+  // once its own copy of the model is loaded: the server's answer never waits for it.
   const model = await pageModel.catch(() => null);
-  const inPage = model === null ? null : (await scoreInPage(card, model, [record]))[0];
-  showAnswer(card, body.predictions[0], inPage);
+  if (model === null || turn !== latest) return;
+  const inPage = (await scoreInPage(card, model, [record]))[0];
+  if (turn === latest) showAnswer(card, body.predictions[0], inPage);
 }
 
 async function start() {
