@@ -10,7 +10,8 @@ UV_VERSION := 0.13.8
 UV ?= $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 export UV_COMPILE_BYTECODE ?= 1
 export UV_PYTHON_DOWNLOADS ?= never
-export UV_LINK_MODE ?= copy
+# uv links packages from its cache (hard links where the filesystem allows; the devcontainer,
+# whose workspace is another mount, and the image copy).
 RUN := $(UV) run --frozen --no-sync
 # The environment, made (or brought up to date) by any target that needs it.
 VENV := .venv/pyvenv.cfg
@@ -23,9 +24,13 @@ help: ## Show this help (in colour on a terminal)
 	awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / \
 		{printf "  %s%-16s%s %s\n", on, $$1, off, $$2}' $(MAKEFILE_LIST)
 
+# The machine's pip installs uv into a venv without pip of its own (ensurepip alone takes
+# seconds, and Debian ships it separately); a pip older than 22.3 (no --python) takes the long way.
 $(CURDIR)/.tools/bin/uv:
-	python3 -m venv .tools
-	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	python3 -m venv --without-pip .tools
+	python3 -m pip --python .tools/bin/python install --quiet "uv==$(UV_VERSION)" 2>/dev/null \
+		|| { .tools/bin/python -m ensurepip --default-pip >/dev/null \
+		&& .tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"; }
 
 .PHONY: install
 install: $(UV) ## Create .venv with every dependency from uv.lock
