@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import subprocess
 import time
 import tomllib
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,6 +117,11 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
             prediction = body["predictions"][0]
             assert ("label" in prediction) == (card["task"] == "classification")
             assert ("value" in prediction) == (card["task"] == "regression")
+            # `make serve` shares the model with the demo page, which scores it in the browser.
+            with urllib.request.urlopen(f"{url}/model.onnx", timeout=10) as model_file:
+                onnx_bytes = model_file.read()
+            assert hashlib.sha256(onnx_bytes).hexdigest() == card["onnx_sha256"]
+            assert get(f"{url}/demo")[0] == 200
 
 
 def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path) -> None:
