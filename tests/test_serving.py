@@ -321,6 +321,8 @@ def test_the_model_file_is_shared_only_when_the_setting_says_so(
         ("*", True),
         ("identity", False),
         ("gzip;q=0", False),
+        ("gzip; q=0.0, *", False),
+        ("*;q=0, gzip", True),
         ("", False),
     ],
 )

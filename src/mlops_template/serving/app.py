@@ -144,16 +144,20 @@ _WASM = "onnxruntime-web/ort-wasm-simd-threaded.wasm"
 
 
 def _accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an Accept-Encoding header allows gzip (`gzip` or `*`, with no `q=0`)."""
+    """Whether an Accept-Encoding header allows gzip: its own weight, else `*`'s (RFC 9110)."""
+    weights: dict[str, float] = {}
     for item in accept_encoding.lower().split(","):
-        coding, _, parameters = item.partition(";")
-        if coding.strip() in ("gzip", "x-gzip", "*"):
-            weight = parameters.strip().removeprefix("q=")
-            try:
-                return not parameters.strip() or float(weight) > 0
-            except ValueError:
-                return False
-    return False
+        coding, *parameters = (part.strip() for part in item.split(";"))
+        weight = 1.0
+        for parameter in parameters:
+            name, _, value = parameter.partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = float(value)
+                except ValueError:
+                    weight = 0.0
+        weights.setdefault(coding, weight)
+    return weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0))) > 0
 
 
 def _install_docs(app: FastAPI) -> None:
