@@ -34,16 +34,18 @@ def prediction_columns(card: ModelCard) -> list[str]:
 
 
 def _as_frame(card: ModelCard, prediction: Prediction) -> pl.DataFrame:
+    # Float32, as the model computes them: float64 would add digits that carry nothing, and
+    # cost time and space to write.
     names = prediction_columns(card)
     if prediction.values is not None:
-        return pl.DataFrame({names[0]: prediction.values.astype("float64")})
+        return pl.DataFrame({names[0]: prediction.values}, schema={names[0]: pl.Float32})
     assert prediction.probabilities is not None
     # The label as the most probable class, gathered in Polars: no Python string per row.
     best = prediction.probabilities.argmax(axis=1)
     classes = pl.Series(names[0], card.classes or (), dtype=pl.String)
     columns: dict[str, object] = {names[0]: classes.gather(best)}
     for i, name in enumerate(names[1:]):
-        columns[name] = prediction.probabilities[:, i].astype("float64")
+        columns[name] = pl.Series(name, prediction.probabilities[:, i], dtype=pl.Float32)
     return pl.DataFrame(columns)
 
 
@@ -133,8 +135,8 @@ def plan_file(model: OnnxModel, source: Path) -> BatchPlan:
     schema: dict[str, Any] = {
         n: _DTYPES[spec_of[n].type] if n in spec_of else types[n] for n in names
     }
-    schema[added[0]] = pl.Float64 if model.card.task == "regression" else pl.String
-    schema |= dict.fromkeys(added[1:], pl.Float64)
+    schema[added[0]] = pl.Float32 if model.card.task == "regression" else pl.String
+    schema |= dict.fromkeys(added[1:], pl.Float32)
     return BatchPlan(reader, model.card, names, passing, exprs, pl.Schema(schema), total)
 
 
