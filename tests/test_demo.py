@@ -4,8 +4,11 @@ the page scores the same ONNX file itself with onnxruntime-web and agrees with t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,11 @@ import pytest
 from mlops_template._fs import current_version
 from mlops_template.card import CARD_FILE, ModelCard, load_card
 from mlops_template.data import TEST_FILE
-from mlops_template.schema import DatasetSchema
+from mlops_template.schema import (
+    DatasetSchema,
+    HistGradientBoostingModel,
+    RandomForestModel,
+)
 
 from .test_serving_live import post, serving
 
@@ -23,6 +30,8 @@ pytestmark = pytest.mark.e2e
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # The most the page's answers (onnxruntime-web, WebAssembly) may differ from the server's.
 TOLERANCE = 1e-5
+# The setting that lets the server share its ONNX file with the page.
+DOWNLOAD = {"MLOPS_TEMPLATE_MODEL_DOWNLOAD": "true"}
 
 
 def browser() -> str | None:
@@ -91,24 +100,38 @@ def require_browser() -> str:
     return executable
 
 
+@contextlib.contextmanager
+def demo_server(model_dir: Path, tmp_path: Path, **env: str) -> Iterator[tuple[str, Any]]:
+    """The model served (with `env`), and a fresh page of headless Chromium: (URL, page)."""
+    executable = require_browser()
+    from playwright import sync_api
+
+    with serving(model_dir, tmp_path, **env) as server, sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        try:
+            yield server.url, chromium.new_page()
+        finally:
+            chromium.close()
+
+
+def wait_for_status(page: Any, pattern: str) -> str:
+    """The line that says whether the page scores by itself, once it matches `pattern`."""
+    page.wait_for_function(
+        f"() => /{pattern}/.test(document.getElementById('page-status').textContent)",
+        timeout=30_000,
+    )
+    return str(page.inner_text("#page-status"))
+
+
 @pytest.mark.parametrize("task", ["classification", "regression", "text"])
 def test_the_demo_page_predicts_and_shows_refusals(
     request: pytest.FixtureRequest, task: str, tmp_path: Path
 ) -> None:
     model_dir, processed_dir = example(request, task)
     card = load_card(current_version(model_dir) / CARD_FILE)
-    executable = require_browser()
-    from playwright import sync_api
-
     rows = held_out_rows(processed_dir, card)
     problems: list[str] = []
-    download = {"MLOPS_TEMPLATE_MODEL_DOWNLOAD": "true"}
-    with (
-        serving(model_dir, tmp_path, **download) as server,
-        sync_api.sync_playwright() as playwright,
-    ):
-        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        page = chromium.new_page()
+    with demo_server(model_dir, tmp_path, **DOWNLOAD) as (url, page):
 
         def console(message: Any) -> None:
             if message.type == "error":
@@ -116,7 +139,7 @@ def test_the_demo_page_predicts_and_shows_refusals(
 
         page.on("console", console)
         page.on("pageerror", lambda error: problems.append(str(error)))
-        page.goto(f"{server.url}/demo")
+        page.goto(f"{url}/demo")
         page.wait_for_selector("#form:not([hidden])", timeout=15_000)
         for feature in card.features:  # one field per feature, filled with the example row
             assert page.locator(f"#feature-{feature.name}").count() == 1
@@ -126,10 +149,7 @@ def test_the_demo_page_predicts_and_shows_refusals(
                 field.fill("Who wrote the play Hamlet? ¿Quién escribió Hamlet?")
 
         # The page loads the served ONNX file into onnxruntime-web before the first answer.
-        page.wait_for_function(
-            "() => /also scores/.test(document.getElementById('page-status').textContent)",
-            timeout=30_000,
-        )
+        wait_for_status(page, "also scores")
         page.click("#predict")
         page.wait_for_selector("#answer:not([hidden])", timeout=15_000)
         headline = page.inner_text("#headline")
@@ -163,10 +183,9 @@ def test_the_demo_page_predicts_and_shows_refusals(
 
         # The whole held-out split, scored in the page and by the server: they agree.
         in_page = page.evaluate("rows => window.demo.scoreInPage(rows)", rows)
-        status, body = post(f"{server.url}/predict", {"records": rows})
-        assert status == 200, body
-        assert_agree(card, body["predictions"], in_page)
-        chromium.close()
+        status, body = post(f"{url}/predict", {"records": rows})
+    assert status == 200, body
+    assert_agree(card, body["predictions"], in_page)
     assert (tmp_path / "demo-answer.png").stat().st_size > 1000
     # The refusal's only console line is the browser's own note of the 422 it received.
     assert all("status of 422" in p for p in problems), problems
@@ -177,22 +196,45 @@ def test_without_the_model_file_the_page_says_why_and_the_server_answers(
 ) -> None:
     """By default the server keeps its ONNX file to itself: the page says so, naming the
     setting, and shows the server's answer alone."""
-    executable = require_browser()
-    from playwright import sync_api
-
-    with serving(trained_dir, tmp_path) as server, sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
-        page = chromium.new_page()
-        page.goto(f"{server.url}/demo")
-        page.wait_for_function(
-            "() => /does not score/.test(document.getElementById('page-status').textContent)",
-            timeout=30_000,
-        )
-        status = page.inner_text("#page-status")
+    with demo_server(trained_dir, tmp_path) as (url, page):
+        page.goto(f"{url}/demo")
+        status = wait_for_status(page, "does not score")
         assert "MLOPS_TEMPLATE_MODEL_DOWNLOAD=true" in status, status
         page.click("#predict")
         page.wait_for_selector("#answer:not([hidden])", timeout=15_000)
         assert page.inner_text("#headline").startswith("species: ")
         assert page.is_hidden("#page-answer")
         assert page.inner_text("#agreement") == ""
-        chromium.close()
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        RandomForestModel(type="random_forest", n_estimators=30),
+        HistGradientBoostingModel(type="hist_gradient_boosting", max_iter=30),
+    ],
+    ids=attrgetter("type"),
+)
+def test_the_page_runs_the_tree_ensembles_as_the_server_does(
+    schema: DatasetSchema,
+    prepared_dir: Path,
+    tmp_path: Path,
+    model: RandomForestModel | HistGradientBoostingModel,
+) -> None:
+    """onnxruntime-web runs the `ai.onnx.ml` tree ensembles too: the held-out split scored in
+    the page agrees with the server's answers."""
+    from mlops_template.train import train_model
+
+    require_browser()  # before the training, which the test needs only with a browser
+    models = tmp_path / "models"
+    train_model(schema.model_copy(update={"model": model}), prepared_dir, models)
+    card = load_card(current_version(models) / CARD_FILE)
+    assert card.estimator != "LogisticRegression"
+    rows = held_out_rows(prepared_dir, card)
+    with demo_server(models, tmp_path, **DOWNLOAD) as (url, page):
+        page.goto(f"{url}/demo")
+        wait_for_status(page, "also scores")
+        in_page = page.evaluate("rows => window.demo.scoreInPage(rows)", rows)
+        status, body = post(f"{url}/predict", {"records": rows})
+    assert status == 200, body
+    assert_agree(card, body["predictions"], in_page)
