@@ -292,10 +292,10 @@ def test_the_demo_page_is_served_whole_from_the_package(api: TestClient) -> None
 
 
 def test_the_model_file_is_shared_only_when_the_setting_says_so(
-    api: TestClient, trained_dir: Path
+    api: TestClient, model_dir: Path
 ) -> None:
     """GET /model.onnx: by default a 404 that names the setting; with `model_download`, the very
-    file the card's hash vouches for, revalidated on every use."""
+    bytes this process loaded (even once the file is gone), revalidated by their hash."""
     import hashlib
 
     from mlops_template.card import MODEL_FILE
@@ -303,14 +303,21 @@ def test_the_model_file_is_shared_only_when_the_setting_says_so(
     refused = api.get("/model.onnx")
     assert refused.status_code == 404
     assert "MLOPS_TEMPLATE_MODEL_DOWNLOAD=true" in refused.json()["detail"][0]
-    with TestClient(create_app(Settings(model_dir=trained_dir, model_download=True))) as client:
+    on_disk = current_version(model_dir) / MODEL_FILE
+    loaded = on_disk.read_bytes()
+    with TestClient(create_app(Settings(model_dir=model_dir, model_download=True))) as client:
+        on_disk.unlink()  # a newer training run pruned it: the server still shares what it serves
         shared = client.get("/model.onnx")
         card = client.get("/model").json()
+        again = client.get("/model.onnx", headers={"If-None-Match": shared.headers["etag"]})
     assert shared.status_code == 200
     assert shared.headers["content-type"] == "application/octet-stream"
     assert shared.headers["cache-control"] == "no-cache"
-    assert shared.content == (current_version(trained_dir) / MODEL_FILE).read_bytes()
+    assert shared.content == loaded
     assert hashlib.sha256(shared.content).hexdigest() == card["onnx_sha256"]
+    assert shared.headers["etag"] == f'"{card["onnx_sha256"]}"'
+    assert again.status_code == 304
+    assert again.content == b""
 
 
 @pytest.mark.parametrize(

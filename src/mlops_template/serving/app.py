@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import gzip
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -51,6 +52,13 @@ def _lifespan(settings: Settings, service: ModelService) -> Any:
                 f"{model.path}: the model changed while the server was starting"
             )
         model.check_outputs()  # a model that cannot predict never becomes ready
+        if settings.model_download:
+            # Shared from memory: the page scores the very bytes this process serves, even
+            # once a newer training run has replaced or pruned the file.
+            data = model.path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != model.card.onnx_sha256:
+                raise ModelIntegrityError(f"{model.path}: changed while the server was starting")
+            service.model_file = data
         service.model = model
         service.batcher = MicroBatcher(
             model,
@@ -206,7 +214,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         schemas=schemas,
         metrics=metrics,
         inflight=inflight,
-        model_download=settings.model_download,
     )
     app = FastAPI(
         title=f"{card.name} model server",

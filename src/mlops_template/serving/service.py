@@ -50,7 +50,7 @@ class ModelService:
     schemas: PredictSchemas
     metrics: ServingMetrics
     inflight: InFlight
-    model_download: bool = False  # GET /model.onnx serves the file
+    model_file: bytes | None = None  # the ONNX file as loaded, for GET /model.onnx (if shared)
     model: OnnxModel | None = None
     batcher: MicroBatcher | None = None
     ready: bool = False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import Response
 
 from ...settings import ENV_PREFIX
 from ..metrics import CONTENT_TYPE_LATEST
@@ -40,17 +40,18 @@ async def model_card(service: ServiceDep) -> JSONBytesResponse:
 @router.get(
     "/model.onnx",
     summary="The ONNX file",
-    response_class=FileResponse,
+    response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        304: {"description": "The client's copy (its ETag, the file's sha256) is current"},
         404: {"model": ErrorResponse, "description": "This server does not share its model file"},
         **error_responses(503),
     },
 )
-async def model_file(service: ServiceDep) -> FileResponse:
-    """The served model's ONNX file, the one checked against the card at start, for `/demo`'s
-    in-page scoring with onnxruntime-web. Off unless the `model_download` setting is on."""
-    if not service.model_download or service.model is None:
+async def model_file(request: Request, service: ServiceDep) -> Response:
+    """The ONNX file this process serves, as it was checked against the card at start, for
+    `/demo`'s in-page scoring with onnxruntime-web. Off unless `model_download` is on."""
+    if service.model_file is None:
         raise ApiError(
             404,
             [
@@ -58,12 +59,12 @@ async def model_file(service: ServiceDep) -> FileResponse:
                 f"`serve --model-download` or {ENV_PREFIX}MODEL_DOWNLOAD=true"
             ],
         )
-    # no-cache: a browser revalidates (ETag) and so never scores with a replaced model.
-    return FileResponse(
-        service.model.path,
-        media_type="application/octet-stream",
-        headers={"Cache-Control": "no-cache"},
-    )
+    # no-cache: a browser revalidates its copy by the file's hash, so never scores a stale one.
+    etag = f'"{service.card.onnx_sha256}"'
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(service.model_file, media_type="application/octet-stream", headers=headers)
 
 
 @router.get(
