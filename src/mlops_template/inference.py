@@ -6,6 +6,7 @@ are the whole contract, so the serving image needs neither.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from . import contract
-from ._fs import current_version, sha256_file
+from ._fs import current_version
 from .card import CARD_FILE, MODEL_FILE, ModelCard, load_card
 from .errors import (
     InputValidationError,
@@ -55,9 +56,12 @@ class Prediction:
 class OnnxModel:
     """An ONNX model and its card; `predict` is safe to call from several threads at once."""
 
-    def __init__(self, session: ort.InferenceSession, card: ModelCard, path: Path) -> None:
+    def __init__(
+        self, session: ort.InferenceSession, card: ModelCard, path: Path, file: bytes | None = None
+    ) -> None:
         self.card = card
         self.path = path
+        self.file = file  # the ONNX file's bytes as loaded, when `load` was asked to keep them
         self._session = session
         self._outputs = [o.name for o in session.get_outputs()]
         self._labels = np.array(card.classes or (), dtype=object)
@@ -67,19 +71,23 @@ class OnnxModel:
         self._check_signature()
 
     @classmethod
-    def load(cls, model_dir: Path, *, threads: int = 1) -> OnnxModel:
+    def load(cls, model_dir: Path, *, threads: int = 1, keep_file: bool = False) -> OnnxModel:
         """Load `model.onnx` and `model.json` from `model_dir`, refusing a file the card disowns.
+
+        The file is read once: the bytes whose hash is checked are the bytes onnxruntime loads.
 
         Args:
             model_dir: folder holding the two files that training writes.
             threads: onnxruntime intra-op threads; one per serving worker is fastest.
+            keep_file: keep those bytes as `file` (the server shares them with its demo page).
         """
         model_dir = current_version(model_dir)  # both files from one published set
         path = model_dir / MODEL_FILE
         card = load_card(model_dir / CARD_FILE)
         if not path.is_file():
             raise ModelNotFoundError(f"{path}: model not found")
-        digest = sha256_file(path)
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
         if digest != card.onnx_sha256:
             raise ModelIntegrityError(
                 f"{path}: sha256 {digest[:12]}… does not match the model card's "
@@ -90,10 +98,10 @@ class OnnxModel:
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
-            session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
             raise ModelIntegrityError(f"{path}: onnxruntime cannot load it: {exc}") from None
-        model = cls(session, card, path)
+        model = cls(session, card, path, data if keep_file else None)
         try:
             model.check_outputs()
         except ModelOutputError as exc:

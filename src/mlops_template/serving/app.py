@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gc
 import gzip
-import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -46,19 +45,16 @@ log = logging.getLogger(__name__.rsplit(".", 1)[0])
 def _lifespan(settings: Settings, service: ModelService) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model = OnnxModel.load(settings.model_dir, threads=settings.threads)
+        # With `model_download`, the model keeps the bytes it loaded: the page then scores the
+        # very file this process serves, even once a newer training run has pruned it.
+        model = OnnxModel.load(
+            settings.model_dir, threads=settings.threads, keep_file=settings.model_download
+        )
         if model.card != service.card:
             raise ModelIntegrityError(
                 f"{model.path}: the model changed while the server was starting"
             )
         model.check_outputs()  # a model that cannot predict never becomes ready
-        if settings.model_download:
-            # Shared from memory: the page scores the very bytes this process serves, even
-            # once a newer training run has replaced or pruned the file.
-            data = model.path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != model.card.onnx_sha256:
-                raise ModelIntegrityError(f"{model.path}: changed while the server was starting")
-            service.model_file = data
         service.model = model
         service.batcher = MicroBatcher(
             model,

@@ -50,7 +50,6 @@ class ModelService:
     schemas: PredictSchemas
     metrics: ServingMetrics
     inflight: InFlight
-    model_file: bytes | None = None  # the ONNX file as loaded, for GET /model.onnx (if shared)
     model: OnnxModel | None = None
     batcher: MicroBatcher | None = None
     ready: bool = False

@@ -51,7 +51,8 @@ async def model_card(service: ServiceDep) -> JSONBytesResponse:
 async def model_file(request: Request, service: ServiceDep) -> Response:
     """The ONNX file this process serves, as it was checked against the card at start, for
     `/demo`'s in-page scoring with onnxruntime-web. Off unless `model_download` is on."""
-    if service.model_file is None:
+    shared = service.model.file if service.model is not None else None
+    if shared is None:
         raise ApiError(
             404,
             [
@@ -64,7 +65,7 @@ async def model_file(request: Request, service: ServiceDep) -> Response:
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    return Response(service.model_file, media_type="application/octet-stream", headers=headers)
+    return Response(shared, media_type="application/octet-stream", headers=headers)
 
 
 @router.get(
