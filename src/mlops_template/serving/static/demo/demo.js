@@ -99,12 +99,17 @@ function showAnswer(card, prediction, inPage) {
   $("answer").hidden = false;
 }
 
+// The server's error lines, from its JSON body (or the status text when there is none).
+function detailLines(body, fallback) {
+  return Array.isArray(body.detail) ? body.detail : [String(body.detail ?? fallback)];
+}
+
 // The model in this page: the served ONNX file in onnxruntime-web's WebAssembly backend.
 async function loadPageModel() {
   const response = await fetch("/model.onnx");
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    throw new Error(Array.isArray(body.detail) ? body.detail.join("; ") : response.statusText);
+    throw new Error(detailLines(body, response.statusText).join("; "));
   }
   if (typeof WebAssembly !== "object") throw new Error("this browser has no WebAssembly");
   const ort = await import(ORT + "ort.wasm.min.mjs");
@@ -154,10 +159,10 @@ async function predict(card, pageModel) {
     headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ records: [record] }),
   });
-  const body = await response.json().catch(() => ({ detail: [response.statusText] }));
+  const body = await response.json().catch(() => ({}));
   if (turn !== latest) return;
   if (!response.ok) {
-    showProblems(Array.isArray(body.detail) ? body.detail : [String(body.detail)]);
+    showProblems(detailLines(body, response.statusText));
     return;
   }
   showAnswer(card, body.predictions[0], null);
@@ -188,7 +193,7 @@ async function start() {
     (error) => { $("page-status").textContent = `This page does not score by itself: ${error.message || error}`; },
   );
   // For tests and the curious: score many records in the page, e.g. a whole test split.
-  window.demo = { card, scoreInPage: async (records) => scoreInPage(card, await pageModel, records) };
+  window.demo = { scoreInPage: async (records) => scoreInPage(card, await pageModel, records) };
   $("form").addEventListener("submit", (event) => {
     event.preventDefault();
     predict(card, pageModel).catch((error) => showProblems([String(error)]));
