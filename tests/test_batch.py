@@ -1,6 +1,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import resource
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +56,16 @@ def test_predict_file_adds_predictions_to_every_row(
     probabilities = scored.select(prediction_columns(model.card)[1:])
     if suffix == ".parquet":  # the model's own float32 values, exactly
         assert set(probabilities.dtypes) == {pl.Float32}
+        # Categories and the predicted class keep their labels as types: Enums, in card order.
+        assert scored.schema["predicted_species"] == pl.Enum(model.card.classes or ())
+        for spec in model.card.features:
+            if spec.type == "category":
+                assert scored.schema[spec.name] == pl.Enum(spec.categories or ())
+                assert (
+                    scored.get_column(spec.name)
+                    .cast(pl.String)
+                    .equals(test.get_column(spec.name), check_names=True)
+                )
         np.testing.assert_array_equal(probabilities.to_numpy(), expected.probabilities)
     else:  # CSV: float32's shortest text, which reads back to the same float32
         values = probabilities.to_numpy().astype(np.float32)
@@ -139,3 +154,82 @@ def test_a_passing_column_that_changes_type_late_is_named(model: OnnxModel, tmp_
         predict_file(model, source, tmp_path / "out.parquet")
     assert str(source) in str(caught.value)
     assert not (tmp_path / "out.parquet").exists()
+
+
+def _file_size_limit(limit: int) -> None:  # runs in the child, before it starts
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_a_disk_that_fills_mid_write_is_one_error_and_keeps_the_previous_output(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    """A write fails far into the file: one error line naming the output, and the previous
+    output untouched. The disk is a file-size limit, which fails a write as a full disk does."""
+    source = tmp_path / "in.parquet"
+    pl.concat([pl.read_csv(PENGUINS, null_values=["NA"])] * 3000).write_parquet(source)
+    output = tmp_path / "out.csv"  # ~1 M rows of CSV: far over the limit
+    output.write_text("previous\n")
+    command = [sys.executable, "-m", "mlops_template", "predict", str(source)]
+    result = subprocess.run(
+        [*command, "-o", str(output), "--model-dir", str(trained_dir)],
+        env={**os.environ, "COLUMNS": "200"},
+        preexec_fn=lambda: _file_size_limit(2 * 2**20),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1, result.stderr
+    assert lines[0].startswith(f"error: {output}: cannot write: File too large"), result.stderr
+    assert lines[-1].startswith("hint: ")
+    assert len(lines) == 2, result.stderr  # nothing after: no traceback, no thread's complaint
+    assert output.read_text() == "previous\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.parquet", "out.csv"]
+
+
+# The sink itself fails (here: a schema Polars refuses) while the chunk generator is suspended
+# or running in a Polars thread. Its worker threads must still wind down in the caller: left to
+# the garbage collector, the generator was finalised in one of its own threads ("cannot join
+# current thread"), or aborted the interpreter at exit ("FATAL: exception not rethrown").
+SINK_FAILS = """
+import dataclasses, sys
+from pathlib import Path
+import polars as pl
+import mlops_template.batch as batch
+from mlops_template.inference import OnnxModel
+
+plan_file = batch.plan_file
+
+def wrong_schema(model, source):
+    plan = plan_file(model, source)
+    return dataclasses.replace(plan, schema=pl.Schema({**plan.schema, "island": pl.Int8}))
+
+batch.plan_file = wrong_schema
+model = OnnxModel.load(Path(sys.argv[1]))
+for _ in range(3):
+    try:
+        batch.predict_file(model, Path(sys.argv[2]), Path(sys.argv[3]), chunk_size=20)
+    except batch.DataFileError as exc:
+        print(exc)
+"""
+
+
+def test_a_sink_that_fails_winds_down_its_threads_cleanly(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    output = tmp_path / "out.parquet"
+    result = subprocess.run(
+        [sys.executable, "-c", SINK_FAILS, str(trained_dir), str(PENGUINS), str(output)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    errors = result.stdout.strip().splitlines()
+    assert len(errors) == 3
+    assert all("cannot read: data type mismatch for column island" in e for e in errors), errors
+    assert not output.exists()

@@ -18,19 +18,23 @@ from . import contract
 from ._fs import atomic_path
 from .card import ModelCard
 from .data import TableReader
-from .errors import DataFileError, DataSchemaError, Error, Issue
+from .errors import DataFileError, DataSchemaError, Error, Issue, first_line
 from .inference import Feed, OnnxModel, Prediction
 
 __all__ = ["BatchPlan", "plan_file", "predict_file", "prediction_columns"]
 
 _OUTPUT_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-_DTYPES = {"float": pl.Float64, "integer": pl.Int64, "category": pl.String, "text": pl.String}
 
 
 def prediction_columns(card: ModelCard) -> list[str]:
     """Names of the columns `predict_file` adds: the prediction, then one probability per class."""
     probabilities = [f"probability_{c}" for c in card.classes or ()]
     return [f"predicted_{card.target.name}", *probabilities]
+
+
+def _label_type(card: ModelCard) -> pl.Enum:
+    """Predicted labels as an Enum of the card's classes: typed, and cheaper to write."""
+    return pl.Enum(card.classes or ())
 
 
 def _as_frame(card: ModelCard, prediction: Prediction) -> pl.DataFrame:
@@ -40,10 +44,10 @@ def _as_frame(card: ModelCard, prediction: Prediction) -> pl.DataFrame:
     if prediction.values is not None:
         return pl.DataFrame({names[0]: prediction.values}, schema={names[0]: pl.Float32})
     assert prediction.probabilities is not None
-    # The label as the most probable class, gathered in Polars: no Python string per row.
-    best = prediction.probabilities.argmax(axis=1)
-    classes = pl.Series(names[0], card.classes or (), dtype=pl.String)
-    columns: dict[str, object] = {names[0]: classes.gather(best)}
+    assert prediction.classes is not None
+    # The labels gathered in Polars from their class indices: no Python string per row.
+    classes = pl.Series(names[0], card.classes or (), dtype=_label_type(card))
+    columns: dict[str, object] = {names[0]: classes.gather(prediction.classes)}
     for i, name in enumerate(names[1:]):
         columns[name] = pl.Series(name, prediction.probabilities[:, i], dtype=pl.Float32)
     return pl.DataFrame(columns)
@@ -93,7 +97,8 @@ class BatchPlan:
         self, model: OnnxModel, raw: pl.DataFrame, first_row: int
     ) -> tuple[pl.DataFrame, Feed]:
         """Typed columns of raw rows and the model's input, once the data contract passes."""
-        chunk = raw.select(self.exprs)
+        # Lazily, so that a category's lookup is made once for its column and its codes.
+        chunk = raw.lazy().select(self.exprs).collect()
         return chunk, model.feed(self.reader.check(chunk, self.card.features, first_row=first_row))
 
     def finish(self, chunk: pl.DataFrame, prediction: Prediction) -> pl.DataFrame:
@@ -123,19 +128,19 @@ def plan_file(model: OnnxModel, source: Path) -> BatchPlan:
     try:
         types = reader.scan(infer=passing).collect_schema()
     except pl.exceptions.PolarsError as exc:
-        raise DataFileError(f"{source}: cannot read: {str(exc).strip().splitlines()[0]}") from None
+        raise DataFileError(f"{source}: cannot read: {first_line(exc)}") from None
     # The scan only reads; each chunk's contract arrays and typed feature columns are computed
     # eagerly (a plan that computes them too holds more memory as files grow).
     exprs: list[str | pl.Expr] = [
         *passing,
-        *(contract.typed_expr(f) for f in features),
+        *(contract.typed_expr(f, enum=True) for f in features),
         *reader.contract_exprs(features),
     ]
     spec_of = {f.name: f for f in features}
     schema: dict[str, Any] = {
-        n: _DTYPES[spec_of[n].type] if n in spec_of else types[n] for n in names
+        n: contract.typed_dtype(spec_of[n], enum=True) if n in spec_of else types[n] for n in names
     }
-    schema[added[0]] = pl.Float32 if model.card.task == "regression" else pl.String
+    schema[added[0]] = pl.Float32 if model.card.task == "regression" else _label_type(model.card)
     schema |= dict.fromkeys(added[1:], pl.Float32)
     return BatchPlan(reader, model.card, names, passing, exprs, pl.Schema(schema), total)
 
@@ -143,7 +148,7 @@ def plan_file(model: OnnxModel, source: Path) -> BatchPlan:
 def read_error(source: Path, error: BaseException) -> DataFileError:
     """A read that failed far into a file, as the user can act on it."""
     return DataFileError(
-        f"{source}: cannot read: {str(error).strip().splitlines()[0]}",
+        f"{source}: cannot read: {first_line(error)}",
         hint="a column other than the features changed type far into the file: "
         "make its values consistent, or convert the file to Parquet",
     )
@@ -161,8 +166,9 @@ def predict_file(
 
     The file is read, checked by the data contract, scored and written one chunk of about
     `chunk_size` rows at a time, so memory stays bounded whatever the file's size. Feature
-    columns come out typed as the card says, other columns as they were (a CSV's by the types
-    Polars infers from the whole file). `output` (CSV or Parquet, by its suffix) appears only
+    columns come out typed as the card says (a category, and the predicted class, as an Enum
+    of its labels), other columns as they were (a CSV's by the types Polars infers from the
+    whole file). `output` (CSV or Parquet, by its suffix) appears only
     once every row is scored. `on_progress(done, total)` is called after each chunk. Returns
     the number of rows.
     """
@@ -177,19 +183,20 @@ def predict_file(
     lazy, total = plan.scan(), plan.total
     done = 0
     failure: list[BaseException] = []
+    # Three stages in step, each in its own thread and mostly outside the GIL (Polars and
+    # onnxruntime release it): while one chunk is written, the next is scored and the one after
+    # is checked and encoded, so neither the model nor the writer waits for the other. The
+    # pools belong to this call, not to the generator that Polars drives from its own threads:
+    # they are shut down here, in this thread, however the sink ends.
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as checker,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="score") as scorer,
+    ):
 
-    def chunks() -> Iterator[pl.DataFrame]:
-        # Three stages in step, each in its own thread and mostly outside the GIL (Polars and
-        # onnxruntime release it): while one chunk is written, the next is scored and the one
-        # after is checked and encoded, so neither the model nor the writer waits for the other.
-        nonlocal done
-        read = 0
-        checked: deque[Future[tuple[pl.DataFrame, Feed]]] = deque()
-        scored: deque[tuple[pl.DataFrame, Future[Prediction]]] = deque()
-        with (
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as checker,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="score") as scorer,
-        ):
+        def chunks() -> Iterator[pl.DataFrame]:
+            read = 0
+            checked: deque[Future[tuple[pl.DataFrame, Feed]]] = deque()
+            scored: deque[tuple[pl.DataFrame, Future[Prediction]]] = deque()
 
             def advance() -> None:
                 chunk, feed = checked.popleft().result()  # a fault raises here, in order
@@ -207,40 +214,39 @@ def predict_file(
             while scored:
                 yield finish(*scored.popleft())
 
-    def finish(chunk: pl.DataFrame, scored: Future[Prediction]) -> pl.DataFrame:
-        nonlocal done
-        out = plan.finish(chunk, scored.result())
-        done += chunk.height
-        _release_memory()
-        if on_progress is not None:
-            on_progress(done, total)
-        return out
+        def finish(chunk: pl.DataFrame, scored: Future[Prediction]) -> pl.DataFrame:
+            nonlocal done
+            out = plan.finish(chunk, scored.result())
+            done += chunk.height
+            _release_memory()
+            if on_progress is not None:
+                on_progress(done, total)
+            return out
 
-    def guarded() -> Iterator[pl.DataFrame]:
+        def scan(*_: Any) -> Iterator[pl.DataFrame]:
+            try:
+                yield from chunks()
+            except GeneratorExit:  # Polars stopped reading (the sink failed): not our fault
+                raise
+            except BaseException as exc:  # handed to the caller as it is, not as Polars' error
+                failure.append(exc)
+                raise
+
         try:
-            yield from chunks()
-        except BaseException as exc:  # handed to the caller as it is, not as Polars' error
-            failure.append(exc)
-            raise
-
-    def scan(*_: Any) -> Iterator[pl.DataFrame]:
-        return guarded()
-
-    scored = register_io_source(scan, schema=plan.schema)
-    try:
-        with atomic_path(output, suffix=output.suffix) as tmp:
-            if kind == "csv":
-                scored.sink_csv(tmp)
-            else:
-                # Snappy: pandas' and Spark's default codec, readable everywhere, fast to write.
-                scored.sink_parquet(tmp, compression="snappy")
-    except Exception as exc:
-        error = failure[0] if failure else exc
-        if isinstance(error, Error):
-            raise error from None
-        if isinstance(error, OSError):
-            raise DataFileError(f"{output}: cannot write: {error.strerror or error}") from None
-        raise read_error(source, error) from None
+            scored = register_io_source(scan, schema=plan.schema)
+            with atomic_path(output, suffix=output.suffix) as tmp:
+                if kind == "csv":
+                    scored.sink_csv(tmp)
+                else:
+                    # Snappy: pandas' and Spark's default codec, readable everywhere, fast.
+                    scored.sink_parquet(tmp, compression="snappy")
+        except Exception as exc:
+            error = failure[0] if failure else exc
+            if isinstance(error, Error):
+                raise error from None
+            if isinstance(error, OSError):
+                raise DataFileError(f"{output}: cannot write: {error.strerror or error}") from None
+            raise read_error(source, error) from None
     return done
 
 

@@ -517,11 +517,22 @@ def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.E
     return [number.fill_null(math.nan).alias(f"{prefix}v"), null, unreadable]
 
 
-def typed_expr(spec: ColumnSpec) -> pl.Expr:
+def typed_dtype(spec: ColumnSpec, *, enum: bool = False) -> pl.DataType:
+    """The Polars type of `typed_expr(spec, enum=enum)`."""
+    if spec.type == "category" and enum:
+        return pl.Enum(spec.categories or ())
+    return {"float": pl.Float64(), "integer": pl.Int64()}.get(spec.type, pl.String())
+
+
+def typed_expr(spec: ColumnSpec, *, enum: bool = False) -> pl.Expr:
     """`spec`'s column as it is written out once checked: Float64, Int64, or the canonical
-    category (String); null where missing. Valid only for rows that passed `check`."""
+    category (an Enum of the spec's categories with `enum`, else String); null where missing.
+    Valid only for rows that passed `check`."""
     raw = pl.col(spec.name)
-    if spec.type == "text":
+    if spec.type == "category" and enum:
+        return _category(spec).alias(spec.name)  # the contract's codes share it (lazy CSE)
+    if spec.type == "text" or (spec.type == "category" and not spec.number_like):
+        # A checked label is spelled exactly as one of the categories already: no lookup.
         return raw.cast(pl.String).alias(spec.name)
     if spec.type == "category":
         return _category(spec).cast(pl.String).alias(spec.name)

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from . import contract
 from ._fs import current_version, publish_or_explain, sha256_file
 from .contract import MISSING_CATEGORY, MISSING_TEXT
-from .errors import DataFileError, DataSchemaError, Issue
+from .errors import DataFileError, DataSchemaError, Issue, first_line
 from .schema import ColumnSpec, DatasetSchema
 
 __all__ = [
@@ -143,7 +143,7 @@ class TableReader:
             raise DataFileError(f"{self.path}: the file is empty; expected a header row") from None
         except (pl.exceptions.PolarsError, OSError) as exc:
             raise DataFileError(
-                f"{self.path}: cannot read as {self.kind}: {_first_line(exc)}"
+                f"{self.path}: cannot read as {self.kind}: {first_line(exc)}"
             ) from None
 
     def header_issues(
@@ -242,10 +242,6 @@ class TableReader:
         return shown
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 def _csv_header(path: Path, head: bytes) -> list[str]:
     """The header's column names exactly as written; duplicates and bad bytes are refused."""
     text = head.removeprefix(b"\xef\xbb\xbf")
@@ -329,7 +325,7 @@ def _check_csv_structure(path: Path, expected: int) -> tuple[bool, int | None]:
                 f"{path}: {where}",
                 hint="save the file as UTF-8 (most editors and spreadsheets offer it)",
             ) from None
-        raise DataFileError(f"{path}: cannot parse: {_first_line(exc)}") from None
+        raise DataFileError(f"{path}: cannot parse: {first_line(exc)}") from None
     if stats.item(0, "odd_quotes"):
         return False, None
     if shown is not None:
@@ -357,7 +353,7 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
     except pl.exceptions.PolarsError as exc:
         where = _bad_utf8_line(reader.path) if reader.kind == "csv" else None
         raise DataFileError(
-            f"{reader.path}: {where or 'cannot parse: ' + _first_line(exc)}"
+            f"{reader.path}: {where or 'cannot parse: ' + first_line(exc)}"
         ) from None
     reader.check(arrays, present, allow_null=[schema.target.name], more_issues=header)
     if arrays.height == 0:
@@ -464,7 +460,7 @@ def load_prepared(
         return pl.read_parquet(paths[0]), pl.read_parquet(paths[1]), manifest
     except (pl.exceptions.PolarsError, OSError) as exc:
         raise DataFileError(
-            f"{folder}: cannot read the prepared data: {_first_line(exc)}",
+            f"{folder}: cannot read the prepared data: {first_line(exc)}",
             hint="run `make prepare` to prepare the data again",
         ) from None
 

@@ -36,7 +36,15 @@ __all__ = [
     "ModelNotFoundError",
     "ModelOutputError",
     "UserError",
+    "first_line",
 ]
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message as one line, for a library's error shown to the user; its type
+    where it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Error(Exception):

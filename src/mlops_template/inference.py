@@ -42,11 +42,16 @@ _SMALL = 256
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """A batch's predictions: labels and class probabilities, or regression values."""
+    """A batch's predictions: labels and class probabilities, or regression values.
+
+    `classes` holds each label as its index in the card's classes, for writers that store
+    labels as codes.
+    """
 
     labels: npt.NDArray[np.object_] | None = None
     probabilities: npt.NDArray[np.float32] | None = None
     values: npt.NDArray[np.float32] | None = None
+    classes: npt.NDArray[np.intp] | None = None
 
     def __len__(self) -> int:
         out = self.values if self.values is not None else self.labels
@@ -228,8 +233,8 @@ class OnnxModel:
                 f"its card lists {len(self._labels)} classes"
             )
         _require_finite(probabilities)
-        labels = self._labels[probabilities.argmax(axis=1)]
-        return Prediction(labels=labels, probabilities=probabilities)
+        best = probabilities.argmax(axis=1)
+        return Prediction(labels=self._labels[best], probabilities=probabilities, classes=best)
 
     def predict(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Prediction:
         """Check, encode and predict a batch given as columns keyed by feature name."""

@@ -122,5 +122,8 @@ def _slice(prediction: Prediction, start: int, stop: int) -> Prediction:
         return None if array is None else array[start:stop]
 
     return Prediction(
-        part(prediction.labels), part(prediction.probabilities), part(prediction.values)
+        part(prediction.labels),
+        part(prediction.probabilities),
+        part(prediction.values),
+        part(prediction.classes),
     )
