@@ -495,14 +495,14 @@ def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.E
     """The arrays of a `Column` for `spec`, as expressions over its raw column.
 
     Names: `{prefix}v` (numbers, Float64), `{prefix}c` (codes, Int32) or `{prefix}t` (texts,
-    String), `{prefix}n` (null) and `{prefix}u` (unreadable). Run them lazily over a whole
+    String), `{prefix}n` (null) and, for numbers, `{prefix}u` (unreadable; any value in a file
+    reads as a text or a label, so theirs would be all false). Run them lazily over a whole
     file, or on one chunk.
     """
     raw = pl.col(spec.name)
     null = raw.is_null().alias(f"{prefix}n")
-    unread = pl.lit(value=False).alias(f"{prefix}u")
     if spec.type == "text":
-        return [raw.cast(pl.String).fill_null(MISSING_TEXT).alias(f"{prefix}t"), null, unread]
+        return [raw.cast(pl.String).fill_null(MISSING_TEXT).alias(f"{prefix}t"), null]
     if spec.type == "category":
         codes = _category(spec).to_physical().cast(pl.Int32)
         codes = (
@@ -511,7 +511,7 @@ def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.E
             .otherwise(codes.fill_null(UNKNOWN))
             .alias(f"{prefix}c")
         )
-        return [codes, null, unread]
+        return [codes, null]
     number = raw.cast(pl.Float64, strict=False)
     unreadable = (raw.is_not_null() & number.is_null()).alias(f"{prefix}u")
     return [number.fill_null(math.nan).alias(f"{prefix}v"), null, unreadable]
@@ -544,12 +544,12 @@ def typed_expr(spec: ColumnSpec, *, enum: bool = False) -> pl.Expr:
 def read_polars(spec: ColumnSpec, frame: pl.DataFrame, prefix: str) -> Column:
     """The `Column` for `spec` from a frame holding the columns of `polars_exprs`."""
     null = frame.get_column(f"{prefix}n").to_numpy()
-    unreadable = frame.get_column(f"{prefix}u").to_numpy()
     if spec.type == "text":
         texts = frame.get_column(f"{prefix}t").to_numpy().astype(object, copy=False)
-        return Column(spec, texts=texts, null=null, unreadable=unreadable)
+        return Column(spec, texts=texts, null=null)
     if spec.type == "category":
         codes = frame.get_column(f"{prefix}c").to_numpy()
-        return Column(spec, codes=codes, null=null, unreadable=unreadable)
+        return Column(spec, codes=codes, null=null)
     numbers = frame.get_column(f"{prefix}v").to_numpy()
+    unreadable = frame.get_column(f"{prefix}u").to_numpy()
     return Column(spec, numbers=numbers, null=null, unreadable=unreadable)
