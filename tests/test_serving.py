@@ -310,14 +310,18 @@ def test_the_model_file_is_shared_only_when_the_setting_says_so(
         shared = client.get("/model.onnx")
         card = client.get("/model").json()
         again = client.get("/model.onnx", headers={"If-None-Match": shared.headers["etag"]})
+        anything = client.get("/model.onnx", headers={"If-None-Match": "*"})
+        other = client.get("/model.onnx", headers={"If-None-Match": '"0123"'})
     assert shared.status_code == 200
     assert shared.headers["content-type"] == "application/octet-stream"
     assert shared.headers["cache-control"] == "no-cache"
     assert shared.content == loaded
     assert hashlib.sha256(shared.content).hexdigest() == card["onnx_sha256"]
     assert shared.headers["etag"] == f'"{card["onnx_sha256"]}"'
-    assert again.status_code == 304
+    assert again.status_code == anything.status_code == 304
     assert again.content == b""
+    assert other.status_code == 200
+    assert other.content == loaded
 
 
 @pytest.mark.parametrize(

@@ -491,7 +491,7 @@ def _category(spec: ColumnSpec) -> pl.Expr:
     return value
 
 
-def polars_exprs(spec: ColumnSpec, dtype: pl.DataType, prefix: str) -> list[pl.Expr]:
+def polars_exprs(spec: ColumnSpec, prefix: str) -> list[pl.Expr]:
     """The arrays of a `Column` for `spec`, as expressions over its raw column.
 
     Names: `{prefix}v` (numbers, Float64), `{prefix}c` (codes, Int32) or `{prefix}t` (texts,

@@ -183,7 +183,7 @@ class TableReader:
         return [
             expr
             for i, spec in enumerate(specs)
-            for expr in contract.polars_exprs(spec, self.schema[spec.name], _PREFIX.format(i))
+            for expr in contract.polars_exprs(spec, _PREFIX.format(i))
         ]
 
     def check(

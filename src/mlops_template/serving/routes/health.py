@@ -63,7 +63,8 @@ async def model_file(request: Request, service: ServiceDep) -> Response:
     # no-cache: a browser revalidates its copy by the file's hash, so never scores a stale one.
     etag = f'"{service.card.onnx_sha256}"'
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
-    if etag in request.headers.get("if-none-match", ""):
+    wanted = request.headers.get("if-none-match", "")
+    if etag in wanted or wanted.strip() == "*":  # RFC 9110: `*` matches any current file
         return Response(status_code=304, headers=headers)
     return Response(shared, media_type="application/octet-stream", headers=headers)
 
