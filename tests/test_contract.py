@@ -11,7 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mlops_template import contract
@@ -227,8 +227,15 @@ VALUES = st.one_of(
 )
 
 
+def _as_text(array: np.ndarray) -> list[Any]:
+    """An encoded string input's values as text (categories are encoded as UTF-8 bytes)."""
+    return [v.decode() if isinstance(v, bytes) else v for v in array.ravel().tolist()]
+
+
 @settings(max_examples=400, deadline=None, derandomize=True)
 @given(rows=st.lists(st.tuples(*[VALUES] * 6), min_size=1, max_size=5))
+@example(rows=[("Dream", 40.0, 15.0, 200, 4000, 2.0)])  # every value good: both paths encode
+@example(rows=[("Dream", 40.0, None, 200, 4000, None), ("Biscoe", 50.5, 20.0, 220.0, 5000, "1")])
 def test_the_fast_path_passes_exactly_what_the_checker_passes(
     odd_reader: tuple[contract.JsonReader, list[ColumnSpec]], rows: list[tuple[Any, ...]]
 ) -> None:
@@ -247,7 +254,7 @@ def test_the_fast_path_passes_exactly_what_the_checker_passes(
             if column.spec.is_numeric:
                 np.testing.assert_array_equal(fast[column.spec.name], expected)
             else:
-                assert fast[column.spec.name].tolist() == expected.tolist()
+                assert _as_text(fast[column.spec.name]) == _as_text(expected)
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +263,27 @@ def odd_reader(
 ) -> tuple[contract.JsonReader, list[ColumnSpec]]:
     specs = list(odd[0].features)
     return contract.JsonReader(specs), specs
+
+
+def test_categories_reach_onnxruntime_as_bytes_that_read_as_their_labels() -> None:
+    """`levels` hands onnxruntime NUL-padded UTF-8 bytes, its fastest string input; each must
+    reach the graph as exactly its label: the longest (no padding left but the NUL), a
+    non-ASCII one, and the empty missing level included. (If onnxruntime ever kept the padding,
+    every category but the longest would become unknown to the model, silently.)"""
+    import onnxruntime as ort
+    from skl2onnx import to_onnx
+    from skl2onnx.common.data_types import StringTensorType
+    from sklearn.preprocessing import OneHotEncoder
+
+    spec = ColumnSpec(name="city", type="category", categories=["Zürich", "Bern", "Genève-Ville"])
+    labels = [*spec.categories, contract.MISSING_CATEGORY]
+    encoder = OneHotEncoder(categories=[labels]).fit(np.array(labels, dtype=object)[:, None])
+    graph = to_onnx(encoder, initial_types=[("city", StringTensorType([None, 1]))])
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    codes = np.array([2, 0, contract.NULL, 1, 0, 2], dtype=np.int32)
+    encoded = contract.encode(contract.Column(spec, codes=codes))
+    assert encoded.dtype.kind == "S"
+    as_bytes = session.run(None, {"city": encoded})[0]
+    as_strings = session.run(None, {"city": np.array(labels, dtype=object)[codes][:, None]})[0]
+    np.testing.assert_array_equal(as_bytes, as_strings)
+    np.testing.assert_array_equal(as_bytes, np.eye(len(labels))[codes])  # each its own level

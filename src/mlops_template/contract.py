@@ -41,6 +41,7 @@ __all__ = [
     "encode",
     "expected",
     "issues",
+    "levels",
     "polars_exprs",
     "read_polars",
     "read_values",
@@ -200,10 +201,22 @@ def encode(column: Column) -> npt.NDArray[Any]:
     if column.texts is not None:
         return column.texts.reshape(-1, 1)
     if column.codes is not None:
-        levels = np.array([*(column.spec.categories or ()), MISSING_CATEGORY], dtype=object)
-        return levels[column.codes].reshape(-1, 1)  # NULL (-1) picks the missing level
+        return levels(column.spec)[column.codes].reshape(-1, 1)  # NULL (-1): the missing level
     assert column.numbers is not None
     return column.numbers.astype(np.float32).reshape(-1, 1)
+
+
+def levels(spec: ColumnSpec) -> npt.NDArray[Any]:
+    """A category's labels, then its missing level, as the graph's string input, to gather by
+    code: UTF-8 bytes of a fixed width that leaves room for a closing NUL.
+
+    onnxruntime copies such bytes straight into its strings, up to the first NUL (no label
+    holds one: the schema refuses control characters); Python strings cost it a conversion
+    per value, holding the GIL (measured on a linear model: 23% of its run on a million rows
+    in 50,000-row calls, 38% in 1,024-row calls).
+    """
+    encoded = [label.encode() for label in (*(spec.categories or ()), MISSING_CATEGORY)]
+    return np.array(encoded, dtype=f"S{max(map(len, encoded)) + 1}")
 
 
 # --- Reading JSON values (the API) -----------------------------------------------------------
@@ -351,11 +364,7 @@ class JsonReader:
         self._whole = np.array([s.type == "integer" for s in self._numeric])
         self._nullable = np.array([[s.nullable] for s in self._numeric])
         self._named = {s.name: frozenset(s.categories or ()) for s in specs if s.categories}
-        self._levels = {
-            s.name: np.array([*(s.categories or ()), MISSING_CATEGORY], dtype=object)
-            for s in specs
-            if s.categories
-        }
+        self._levels = {s.name: levels(s) for s in specs if s.categories}
 
     def fast(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, npt.NDArray[Any]] | None:
         """Every column encoded for the model ([n, 1] each, by feature name), or None if any
