@@ -259,7 +259,7 @@ print(bool(_release_memory()), before - resident_mib())
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
 def test_freed_chunk_memory_is_kept_for_reuse_and_given_back_once_it_piles_up() -> None:
-    """A trim after every chunk cost batch predict 5-10% of its speed; none at all would let a
+    """A trim after every chunk cost batch predict 4-9% of its speed; none at all would let a
     fragmented heap grow with the file. The trim runs only past the slack, and then frees."""
     out = subprocess.run(
         [sys.executable, "-c", PILE_UP], capture_output=True, text=True, check=True, timeout=120
