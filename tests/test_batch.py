@@ -7,6 +7,9 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Generator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +17,7 @@ import polars as pl
 import pytest
 
 from mlops_template._fs import current_version
-from mlops_template.batch import predict_file, prediction_columns
+from mlops_template.batch import _Handover, predict_file, prediction_columns
 from mlops_template.data import TEST_FILE, to_model_inputs
 from mlops_template.errors import DataFileError, DataSchemaError
 from mlops_template.inference import OnnxModel
@@ -234,6 +237,38 @@ def test_a_sink_that_fails_winds_down_its_threads_cleanly(
     assert len(errors) == 3
     assert all("cannot read: data type mismatch for column island" in e for e in errors), errors
     assert not output.exists()
+
+
+def test_a_failed_sink_waits_for_the_pull_under_way_and_ends_the_chunks_in_the_caller() -> None:
+    """After a sink fails, Polars may still be inside `__next__` in a thread of its own; were
+    the caller to return (and the interpreter to exit) meanwhile, the process would abort."""
+    inside, release, ended_in = threading.Event(), threading.Event(), []
+
+    def chunks() -> Generator[pl.DataFrame, None, None]:
+        try:
+            yield pl.DataFrame({"row": [1]})
+            inside.set()
+            release.wait(10)
+            yield pl.DataFrame({"row": [2]})
+        finally:
+            ended_in.append(threading.current_thread().name)
+
+    handover = _Handover(chunks())
+    assert next(handover)["row"].to_list() == [1]
+    with ThreadPoolExecutor(1, thread_name_prefix="polars") as polars_thread:
+        pull = polars_thread.submit(next, handover)
+        assert inside.wait(10)
+        caller = threading.Thread(target=handover.close, name="caller")
+        caller.start()
+        caller.join(0.3)
+        assert caller.is_alive()  # the pull under way holds `close` back
+        release.set()
+        caller.join(10)
+        assert not caller.is_alive()
+        assert pull.result()["row"].to_list() == [2]
+    with pytest.raises(StopIteration):  # a call Polars handed over late gets the end at once
+        next(handover)
+    assert ended_in == ["caller"]  # the chunks (and the reader behind them) closed by the caller
 
 
 PILE_UP = """

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,18 +197,17 @@ def predict_file(
     plan = plan_file(model, source)
     lazy, total = plan.scan(), plan.total
     done = 0
-    failure: list[BaseException] = []
     # Three stages in step, each in its own thread and mostly outside the GIL (Polars and
     # onnxruntime release it): while one chunk is written, the next is scored and the one after
     # is checked and encoded, so neither the model nor the writer waits for the other. The
-    # pools belong to this call, not to the generator that Polars drives from its own threads:
-    # they are shut down here, in this thread, however the sink ends.
+    # pools and the chunks belong to this call, not to the threads Polars pulls them from:
+    # they are closed and shut down here, in this thread, however the sink ends.
     with (
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="check") as checker,
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="score") as scorer,
     ):
 
-        def chunks() -> Iterator[pl.DataFrame]:
+        def chunks() -> Generator[pl.DataFrame, None, None]:
             read = 0
             checked: deque[Future[tuple[pl.DataFrame, Feed]]] = deque()
             scored: deque[tuple[pl.DataFrame, Future[Prediction]]] = deque()
@@ -237,31 +237,79 @@ def predict_file(
                 on_progress(done, total)
             return out
 
-        def scan(*_: Any) -> Iterator[pl.DataFrame]:
-            try:
-                yield from chunks()
-            except GeneratorExit:  # Polars stopped reading (the sink failed): not our fault
-                raise
-            except BaseException as exc:  # handed to the caller as it is, not as Polars' error
-                failure.append(exc)
-                raise
-
+        handover = _Handover(chunks())
         try:
-            scored = register_io_source(scan, schema=plan.schema)
-            with atomic_path(output, suffix=output.suffix) as tmp:
-                if kind == "csv":
-                    scored.sink_csv(tmp)
-                else:
-                    # Snappy: pandas' and Spark's default codec, readable everywhere, fast.
-                    scored.sink_parquet(tmp, compression="snappy")
+            try:
+                scored = register_io_source(lambda *_: handover, schema=plan.schema)
+                with atomic_path(output, suffix=output.suffix) as tmp:
+                    if kind == "csv":
+                        scored.sink_csv(tmp)
+                    else:
+                        # Snappy: pandas' and Spark's default codec, readable everywhere, fast.
+                        scored.sink_parquet(tmp, compression="snappy")
+            finally:
+                handover.close()
         except Exception as exc:
-            error = failure[0] if failure else exc
+            error = handover.failure or exc
             if isinstance(error, Error):
                 raise error from None
             if isinstance(error, OSError):
                 raise DataFileError(f"{output}: cannot write: {error.strerror or error}") from None
             raise read_error(source, error) from None
     return done
+
+
+class _Handover:
+    """The scored chunks as a sink pulls them: Polars calls `__next__` from threads of its own.
+
+    When the sink fails (a full disk, say), Polars drops the query but not a `__next__` call it
+    has already handed to one of its blocking threads: that thread goes on to take the GIL,
+    and should the interpreter be exiting by then, Python ends the thread inside Rust frames
+    and the whole process aborts ("FATAL: exception not rethrown"). So `close` runs in the
+    caller's thread before it returns: it waits for a call under way, gives one already handed
+    over a moment to arrive (answered at once, with the end), then closes the chunks there,
+    which stops the reader feeding them.
+    """
+
+    _GRACE = 0.1  # seconds for a call Polars has handed to a thread to reach Python
+
+    def __init__(self, chunks: Generator[pl.DataFrame, None, None]) -> None:
+        self._chunks = chunks
+        self._state = threading.Condition()
+        self._busy = self._closed = self._late = self._ended = False
+        self.failure: BaseException | None = None  # what the chunks raised, as it was
+
+    def __iter__(self) -> _Handover:
+        return self
+
+    def __next__(self) -> pl.DataFrame:
+        with self._state:
+            if self._closed:
+                self._late = True
+                self._state.notify_all()
+                raise StopIteration
+            self._busy = True
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self._ended = True
+            raise
+        except BaseException as exc:  # handed to the caller as it is, not as Polars' error
+            self.failure = exc
+            raise
+        finally:
+            with self._state:
+                self._busy = False
+                self._state.notify_all()
+
+    def close(self) -> None:
+        with self._state:
+            self._closed = True
+            self._state.wait_for(lambda: not self._busy)
+            if not self._ended and self.failure is None:  # the sink stopped early: Polars may
+                # still have a call on its way (after the end, or an error, it makes none)
+                self._state.wait_for(lambda: self._late, timeout=self._GRACE)
+        self._chunks.close()
 
 
 def check_output(source: Path, output: Path) -> None:
