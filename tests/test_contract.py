@@ -4,6 +4,7 @@ name a CSV can hold, number-like categories, a choice of model that exports whol
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -255,6 +256,27 @@ def test_the_fast_path_passes_exactly_what_the_checker_passes(
                 np.testing.assert_array_equal(fast[column.spec.name], expected)
             else:
                 assert _as_text(fast[column.spec.name]) == _as_text(expected)
+
+
+@pytest.mark.parametrize("bounds", [{}, {"min": 0}, {"max": 1e6}], ids=["none", "min", "max"])
+@pytest.mark.parametrize("kind", ["float", "integer"])
+@pytest.mark.parametrize("first", [1.0, None], ids=["all-present", "one-missing"])
+def test_an_infinity_is_refused_whatever_the_bounds_and_the_other_rows(
+    kind: str, bounds: dict[str, float], first: float | None
+) -> None:
+    """A column without bounds once let infinities through whenever no value was missing:
+    a check's fast path treated `min`/`max` left out as -inf/inf, which infinity meets."""
+    spec = ColumnSpec(name="reading", type=kind, nullable=True, **bounds)  # type: ignore[arg-type]
+    for value, row in ((math.inf, 1), (-math.inf, 1)):
+        values = [first, value, 2.0]
+        faults = contract.check([contract.read_values(spec, values)])
+        assert [(f.message, f.rows) for f in faults] == [("not a finite number", (row,))]
+        assert contract.JsonReader([spec]).fast({"reading": values}) is None
+        frame = pl.DataFrame({"reading": values}, schema={"reading": pl.Float64})
+        read = frame.select(contract.polars_exprs(spec, "x"))
+        faults = contract.check([contract.read_polars(spec, read, "x")])
+        assert [(f.message, f.rows) for f in faults] == [("not a finite number", (row,))]
+    assert contract.JsonReader([spec]).fast({"reading": [first, 3.0, 2.0]}) is not None
 
 
 @pytest.fixture(scope="module")

@@ -55,6 +55,7 @@ MISSING_TEXT = ""  # a missing text is an empty one: no terms
 NULL = -1  # category code of a missing value
 UNKNOWN = -2  # category code of a value that is not one of the categories
 _SHOWN = 5  # rows named per fault
+_FLOAT_MAX = float(np.finfo(np.float64).max)
 _LISTED = 20  # categories listed in a message
 
 
@@ -149,13 +150,17 @@ def check(columns: Iterable[Column], *, allow_null: Iterable[str] = ()) -> list[
             continue
         numbers = column.numbers
         assert numbers is not None
-        lower = -math.inf if spec.min is None else spec.min
-        upper = math.inf if spec.max is None else spec.max
+        # Unbounded means the largest finite floats, so that an infinity fails here too.
+        lower = -_FLOAT_MAX if spec.min is None else spec.min
+        upper = _FLOAT_MAX if spec.max is None else spec.max
         good = (numbers >= lower) & (numbers <= upper)  # NaN compares False, silently
         if spec.type == "integer":
             good &= numbers == np.floor(numbers)
+        for mask in (column.null, column.unreadable):  # reported above, not again
+            if mask is not None:
+                good |= mask
         if bool(good.all()):
-            continue  # the common case: one comparison per row, nothing more
+            continue  # the common case: a comparison or two per row, nothing more
         # Missing and unreadable values are NaN here; they are reported above, not again.
         known = np.ones(len(numbers), dtype=bool)
         for mask in (column.null, column.unreadable):
@@ -359,8 +364,9 @@ class JsonReader:
             (s, _lookup(s, nan_is_missing), s.number_like) for s in specs if s.type == "category"
         ]
         self._texts = [s for s in specs if s.type == "text"]
-        self._lower = np.array([[-math.inf if s.min is None else s.min] for s in self._numeric])
-        self._upper = np.array([[math.inf if s.max is None else s.max] for s in self._numeric])
+        # Unbounded as in `check`: the largest finite floats, which an infinity exceeds.
+        self._lower = np.array([[-_FLOAT_MAX if s.min is None else s.min] for s in self._numeric])
+        self._upper = np.array([[_FLOAT_MAX if s.max is None else s.max] for s in self._numeric])
         self._whole = np.array([s.type == "integer" for s in self._numeric])
         self._nullable = np.array([[s.nullable] for s in self._numeric])
         self._named = {s.name: frozenset(s.categories or ()) for s in specs if s.categories}
