@@ -176,6 +176,32 @@ def test_concurrent_predictions_from_one_session_are_all_right(
     assert len(results) == 2000
 
 
+def test_a_batch_past_the_slice_size_scores_as_one_call_would(
+    model: OnnxModel, prepared_dir: Path
+) -> None:
+    """Large batches go to onnxruntime in slices of `SLICE` rows; the rows, their order and
+    their scores are those of a single call, the last, partial slice included."""
+    from mlops_template.inference import SLICE
+
+    test = pl.read_parquet(current_version(prepared_dir) / TEST_FILE)
+    rows = 2 * SLICE + 3
+    repeats = -(-rows // test.height)
+    feed = to_model_inputs(test, model.card.features, model.card.inputs)
+    feed = {name: np.tile(array, (repeats, 1))[:rows] for name, array in feed.items()}
+    whole = model._session.run(model._outputs[1:], feed)[0]  # one call, for reference
+    sliced = model.run(feed)
+    assert sliced.probabilities is not None
+    assert sliced.labels is not None
+    assert sliced.probabilities.shape == (rows, len(model.card.classes or ()))
+    np.testing.assert_allclose(sliced.probabilities, whole, rtol=1e-6, atol=1e-7)
+    classes = list(model.card.classes or ())
+    assert sliced.labels.tolist() == [classes[i] for i in whole.argmax(axis=1)]
+    bare = model.run(feed, labels=False)
+    assert bare.labels is None
+    assert len(bare) == rows
+    np.testing.assert_array_equal(bare.classes, sliced.classes)
+
+
 def test_inference_never_imports_scikit_learn(trained_dir: Path) -> None:
     code = f"""
 import sys

@@ -214,7 +214,7 @@ def predict_file(
 
             def advance() -> None:
                 chunk, feed = checked.popleft().result()  # a fault raises here, in order
-                scored.append((chunk, scorer.submit(model.run, feed)))
+                scored.append((chunk, scorer.submit(model.run, feed, labels=False)))
 
             for raw in lazy.collect_batches(chunk_size=chunk_size, lazy=True):
                 checked.append(checker.submit(plan.prepare, model, raw, read))

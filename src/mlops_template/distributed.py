@@ -68,7 +68,7 @@ def score_partition(
     scored = []
     for start in range(0, raw.height, chunk):
         frame, feed = plan.prepare(model, raw.slice(start, chunk), offset + start)
-        scored.append(plan.finish(frame, model.run(feed)))
+        scored.append(plan.finish(frame, model.run(feed, labels=False)))
     target = Path(folder) / _PART.format(index)
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
     try:
