@@ -45,6 +45,26 @@ def _best_of(fn: Callable[[], object], repeat: int, number: int) -> float:
     return best
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(stolen, all) CPU ticks since boot, from Linux's /proc/stat; None elsewhere."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return (fields[7] if len(fields) > 7 else 0), sum(fields[:8])
+
+
+def _stolen(before: tuple[int, int] | None) -> str:
+    """The share of CPU time the hypervisor gave to other guests since `before`, as a line to
+    print: on a shared VM it swings from 0 to a third, and the ratios with it."""
+    after = _cpu_ticks()
+    if before is None or after is None or after[1] <= before[1]:
+        return ""
+    share = (after[0] - before[0]) / (after[1] - before[1])
+    note = "  (a contended machine: figures swing more than on a quiet one)" if share > 0.05 else ""
+    return f"CPU stolen by the hypervisor during the rounds: {share:.0%}{note}"
+
+
 def _mark(ok: bool) -> str:
     return "" if ok else MISSED
 
@@ -145,6 +165,7 @@ def bench_inference(workdir: Path, rows: int, big_rows: int) -> None:
     per_call_1 = _best_of(lambda: session.run([wanted], one), repeat=5, number=2000)
     floors, rates, ratios = [], [], []
     calls = max(1, rows // size)
+    ticks = _cpu_ticks()
     scored = workdir / "scored.parquet"
     for _ in range(ROUNDS):
         scored.unlink(missing_ok=True)
@@ -162,6 +183,8 @@ def bench_inference(workdir: Path, rows: int, big_rows: int) -> None:
     print(f"\n## Batch predict ({rows:,} rows, Parquet in and out, median of {ROUNDS} rounds)")
     print(f"predict_file {rate:12,.0f} rows/s")
     print(f"ratio to floor {ratio:10.2f}x  (target >= 0.5x){_mark(ratio >= 0.5)}")
+    if stolen := _stolen(ticks):
+        print(stolen)
 
     big = workdir / "big.parquet"
     pl.concat([frame] * (big_rows // rows)).write_parquet(big)
