@@ -53,6 +53,22 @@ def test_help_lists_every_command_without_loading_heavy_libraries(tmp_path: Path
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
+def test_predict_defaults_are_the_batch_modules() -> None:
+    """The CLI spells its chunk defaults out (importing `batch` would load Polars for
+    `--help`); they must be the ones `predict_file` and `predict_distributed` use."""
+    import inspect
+
+    from mlops_template import batch, cli, distributed
+
+    options = inspect.signature(cli.predict).parameters
+    scored = inspect.signature(distributed.predict_distributed).parameters
+    assert options["chunk_size"].default == batch.CHUNK_ROWS == scored["chunk_size"].default
+    assert options["partition_rows"].default == scored["partition_rows"].default
+    assert (
+        inspect.signature(batch.predict_file).parameters["chunk_size"].default == batch.CHUNK_ROWS
+    )
+
+
 @pytest.mark.e2e  # every stage in its own process: the fast suite checks each in-process
 def test_pipeline_runs_from_the_command_line(project: Path) -> None:
     steps = [

@@ -132,8 +132,7 @@ import re, sys
 from pathlib import Path
 from mlops_template.batch import predict_file
 from mlops_template.inference import OnnxModel
-predict_file(OnnxModel.load(Path("models")), Path(sys.argv[1]), Path(sys.argv[2]),
-             chunk_size=50_000)
+predict_file(OnnxModel.load(Path("models")), Path(sys.argv[1]), Path(sys.argv[2]))
 status = Path("/proc/self/status").read_text()
 print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) // 1024)
 """

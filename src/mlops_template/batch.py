@@ -22,9 +22,14 @@ from .data import TableReader
 from .errors import DataFileError, DataSchemaError, Error, Issue, first_line
 from .inference import Feed, OnnxModel, Prediction
 
-__all__ = ["BatchPlan", "plan_file", "predict_file", "prediction_columns"]
+__all__ = ["CHUNK_ROWS", "BatchPlan", "plan_file", "predict_file", "prediction_columns"]
 
 _OUTPUT_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+# Rows per chunk. Per-chunk costs (Polars' plan, the sink's hand-over, the GIL) favour large
+# chunks, and since onnxruntime scores in slices of `inference.SLICE` rows whatever the chunk,
+# nothing favours small ones: 100,000 rows is 7-16% faster than 50,000 (alternated), and 10 M
+# rows peak at 340-365 MiB instead of 300-360; 200,000 rows passed 400 MiB.
+CHUNK_ROWS = 100_000
 
 
 def prediction_columns(card: ModelCard) -> list[str]:
@@ -174,7 +179,7 @@ def predict_file(
     source: Path,
     output: Path,
     *,
-    chunk_size: int = 50_000,
+    chunk_size: int = CHUNK_ROWS,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Score every row of `source` and write it, plus prediction columns, to `output`.

@@ -175,7 +175,8 @@ def predict(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write (.csv or .parquet)")
     ] = Path("predictions.parquet"),
-    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk")] = 50_000,
+    # batch.CHUNK_ROWS, spelt out so that `--help` need not import Polars (a test holds them equal)
+    chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk")] = 100_000,
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -186,7 +187,7 @@ def predict(
     ] = None,
     partition_rows: Annotated[
         int, typer.Option(min=1, help="Rows per Dask task (with --scheduler)")
-    ] = 250_000,
+    ] = 200_000,
     model_dir: ModelOption = None,
 ) -> None:
     """Score a file in chunks; write its rows plus prediction columns."""

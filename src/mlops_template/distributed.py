@@ -31,7 +31,7 @@ from typing import Any
 import polars as pl
 
 from ._fs import current_version
-from .batch import BatchPlan, check_output, plan_file, read_error
+from .batch import CHUNK_ROWS, BatchPlan, check_output, plan_file, read_error
 from .errors import DataFileError, Error, UserError
 from .inference import OnnxModel
 
@@ -85,8 +85,8 @@ def predict_distributed(
     output: Path,
     *,
     scheduler: str,
-    partition_rows: int = 250_000,
-    chunk_size: int = 50_000,
+    partition_rows: int = 2 * CHUNK_ROWS,
+    chunk_size: int = CHUNK_ROWS,
     on_progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Score `source` on Dask and write a Parquet dataset (a folder) at `output`.
