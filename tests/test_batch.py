@@ -244,7 +244,7 @@ def test_a_failed_sink_waits_for_the_pull_under_way_and_ends_the_chunks_in_the_c
     the caller to return (and the interpreter to exit) meanwhile, the process would abort."""
     inside, release, ended_in = threading.Event(), threading.Event(), []
 
-    def chunks() -> Generator[pl.DataFrame, None, None]:
+    def chunks() -> Generator[pl.DataFrame]:
         try:
             yield pl.DataFrame({"row": [1]})
             inside.set()

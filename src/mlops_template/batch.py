@@ -212,7 +212,7 @@ def predict_file(
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="score") as scorer,
     ):
 
-        def chunks() -> Generator[pl.DataFrame, None, None]:
+        def chunks() -> Generator[pl.DataFrame]:
             read = 0
             checked: deque[Future[tuple[pl.DataFrame, Feed]]] = deque()
             scored: deque[tuple[pl.DataFrame, Future[Prediction]]] = deque()
@@ -278,7 +278,7 @@ class _Handover:
 
     _GRACE = 0.1  # seconds for a call Polars has handed to a thread to reach Python
 
-    def __init__(self, chunks: Generator[pl.DataFrame, None, None]) -> None:
+    def __init__(self, chunks: Generator[pl.DataFrame]) -> None:
         self._chunks = chunks
         self._state = threading.Condition()
         self._busy = self._closed = self._late = self._ended = False
