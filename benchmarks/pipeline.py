@@ -145,12 +145,11 @@ def bench_inference(workdir: Path, rows: int, big_rows: int) -> None:
     plan = plan_file(model, source)
     head = plan.scan().head(max(CALL_SIZES)).collect()
     one = plan.prepare(model, head.head(1), 0)[1]
-    session = model._session
-    wanted = session.get_outputs()[0 if model.card.task == "regression" else 1].name
+    session, wanted = model._session, model.scored_outputs
 
     def call(rows: int) -> Callable[[], object]:
         feed = plan.prepare(model, head.head(rows), 0)[1]
-        return lambda: session.run([wanted], feed)
+        return lambda: session.run(wanted, feed)
 
     size = min(CALL_SIZES, key=lambda n: _best_of(call(n), 3, max(1, rows // n // 4)) / n)
     many = call(size)
@@ -162,7 +161,7 @@ def bench_inference(workdir: Path, rows: int, big_rows: int) -> None:
     # Each round's output is removed before the next round's clock starts: writing over it
     # made the file system free the old file's blocks inside the timed region (35 ms of ~600
     # here, on an ext4 mounted with `discard`), a cost of the disk, not of predicting.
-    per_call_1 = _best_of(lambda: session.run([wanted], one), repeat=5, number=2000)
+    per_call_1 = _best_of(lambda: session.run(wanted, one), repeat=5, number=2000)
     floors, rates, ratios = [], [], []
     calls = max(1, rows // size)
     ticks = _cpu_ticks()

@@ -244,16 +244,13 @@ def predict_file(
 
         handover = _Handover(chunks())
         try:
-            try:
-                scored = register_io_source(lambda *_: handover, schema=plan.schema)
-                with atomic_path(output, suffix=output.suffix) as tmp:
-                    if kind == "csv":
-                        scored.sink_csv(tmp)
-                    else:
-                        # Snappy: pandas' and Spark's default codec, readable everywhere, fast.
-                        scored.sink_parquet(tmp, compression="snappy")
-            finally:
-                handover.close()
+            scored = register_io_source(lambda *_: handover, schema=plan.schema)
+            with atomic_path(output, suffix=output.suffix) as tmp:
+                if kind == "csv":
+                    scored.sink_csv(tmp)
+                else:
+                    # Snappy: pandas' and Spark's default codec, readable everywhere, fast.
+                    scored.sink_parquet(tmp, compression="snappy")
         except Exception as exc:
             error = handover.failure or exc
             if isinstance(error, Error):
@@ -261,6 +258,8 @@ def predict_file(
             if isinstance(error, OSError):
                 raise DataFileError(f"{output}: cannot write: {error.strerror or error}") from None
             raise read_error(source, error) from None
+        finally:  # before anything leaves this call, the error included
+            handover.close()
     return done
 
 

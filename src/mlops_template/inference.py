@@ -73,6 +73,9 @@ class OnnxModel:
         self.file = file  # the ONNX file's bytes as loaded, when `load` was asked to keep them
         self._session = session
         self._outputs = [o.name for o in session.get_outputs()]
+        # What scoring asks the graph for: a regressor's values, or a classifier's
+        # probabilities (never its label strings: see `run`).
+        self.scored_outputs = self._outputs[:1] if card.task == "regression" else self._outputs[1:]
         self._labels = np.array(card.classes or (), dtype=object)
         self._names = set(card.feature_names)
         self._reader = contract.JsonReader(card.features)
@@ -226,13 +229,13 @@ class OnnxModel:
         `labels=False` leaves a classifier's labels out (`classes` holds them as indices).
         """
         if self.card.task == "regression":
-            values = np.asarray(self._scores(self._outputs[:1], feed), np.float32).reshape(-1)
+            values = np.asarray(self._scores(feed), np.float32).reshape(-1)
             _require_finite(values)
             return Prediction(values=values)
         # Only the probabilities: the label is their most probable class, in the card's order,
         # as scikit-learn's `predict` has it (checked against the graph's own label at load),
         # which spares onnxruntime a string per row.
-        probabilities = np.asarray(self._scores(self._outputs[1:], feed), np.float32)
+        probabilities = np.asarray(self._scores(feed), np.float32)
         if probabilities.ndim != 2 or probabilities.shape[1] != len(self._labels):
             raise ModelOutputError(
                 f"the model gives {probabilities.shape[-1]} probabilities per row; "
@@ -246,9 +249,9 @@ class OnnxModel:
             classes=best,
         )
 
-    def _scores(self, outputs: list[str], feed: Feed) -> npt.NDArray[Any]:
-        """The graph's first requested output, in calls of at most `SLICE` rows."""
-        rows = len(next(iter(feed.values())))
+    def _scores(self, feed: Feed) -> npt.NDArray[Any]:
+        """The graph's `scored_outputs`, in calls of at most `SLICE` rows."""
+        outputs, rows = self.scored_outputs, len(next(iter(feed.values())))
         if rows <= SLICE:
             return np.asarray(self._session.run(outputs, feed)[0])
         return np.concatenate(
