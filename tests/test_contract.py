@@ -309,3 +309,34 @@ def test_categories_reach_onnxruntime_as_bytes_that_read_as_their_labels() -> No
     as_strings = session.run(None, {"city": np.array(labels, dtype=object)[codes][:, None]})[0]
     np.testing.assert_array_equal(as_bytes, as_strings)
     np.testing.assert_array_equal(as_bytes, np.eye(len(labels))[codes])  # each its own level
+
+
+NEAR_LABELS = ["Dream", "dream", "Dream ", "Dreamland", "Dre", "Genève-Ville de Lausanne", "Biscoe"]
+NEAR_LABELS += ["1", "1.0", "01", "2", "2.0", "1e0", " 2"]
+
+
+@settings(max_examples=150, deadline=None, derandomize=True)
+@given(
+    values=st.lists(st.none() | st.sampled_from(NEAR_LABELS) | st.text(max_size=30), max_size=40),
+    number_like=st.booleans(),
+)
+def test_a_few_categories_compared_in_turn_label_as_the_lookup_and_the_api_do(
+    values: list[str | None], number_like: bool
+) -> None:
+    """Up to `_COMPARED` categories are matched in a file by comparing each label in turn,
+    more by Polars' lookup. Every value must get the same category (or none) either way,
+    labels that differ only in case, a space or a suffix, and labels past 12 bytes (stored
+    out of line) included; and a number-like category the same as the API gives the same
+    string (`" 2"` once named category 2 in a request but no category in a file)."""
+    labels = ["1", "2"] if number_like else ["Dream", "Genève-Ville de Lausanne", "Biscoe"]
+    spec = ColumnSpec(name="c", type="category", categories=labels, nullable=True)
+    frame = pl.DataFrame({"c": values}, schema={"c": pl.String})
+    compared = frame.select(contract.typed_expr(spec, enum=True)).to_series()
+    assert compared.dtype == pl.Enum(spec.categories)
+    if number_like:
+        codes = contract.read_values(spec, values).codes
+        assert codes is not None
+        assert compared.to_list() == [labels[c] if c >= 0 else None for c in codes]
+    else:
+        looked_up = frame.select(pl.col("c").cast(pl.Enum(spec.categories), strict=False))
+        assert compared.to_list() == looked_up.to_series().to_list()
