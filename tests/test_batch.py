@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from mlops_template._fs import current_version
-from mlops_template.batch import _Handover, predict_file, prediction_columns
+from mlops_template.batch import _Handover, plan_file, predict_file, prediction_columns
 from mlops_template.data import TEST_FILE, to_model_inputs
 from mlops_template.errors import DataFileError, DataSchemaError
 from mlops_template.inference import OnnxModel
@@ -80,6 +80,28 @@ def test_predict_file_adds_predictions_to_every_row(
     if chunk_size < test.height:
         assert len(progress) >= test.height // (2 * chunk_size)
     assert [p.name for p in tmp_path.iterdir()] == [output.name]
+
+
+def test_the_benchmarks_io_yardstick_reads_scores_and_writes_what_predict_does(
+    model: OnnxModel, prepared_dir: Path, tmp_path: Path
+) -> None:
+    """`make bench` sets predict beside the least any batch predict must do (read, score,
+    write): that yardstick must write every row as it was read, plus the model's own scores
+    (here, on a file of one chunk, the very rows), or its figure means nothing."""
+    from benchmarks.pipeline import io_alone
+
+    source = current_version(prepared_dir) / TEST_FILE
+    io_alone(model, plan_file(model, source), tmp_path / "alone.parquet")
+    predict_file(model, source, tmp_path / "scored.parquet")
+    alone = pl.read_parquet(tmp_path / "alone.parquet")
+    scored = pl.read_parquet(tmp_path / "scored.parquet")
+    raw = pl.read_parquet(source)
+    probabilities = prediction_columns(model.card)[1:]
+    assert alone.columns == [*raw.columns, *probabilities]
+    assert alone.select(raw.columns).equals(raw)
+    np.testing.assert_array_equal(
+        alone.select(probabilities).to_numpy(), scored.select(probabilities).to_numpy()
+    )
 
 
 def test_predict_scores_the_raw_csv_with_extra_columns_kept(

@@ -145,6 +145,7 @@ def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path)
     assert len(scored) == 345
     bench = make("bench", "QUICK=1")
     assert "ratio to floor" in bench
+    assert "I/O and model alone" in bench
     assert "## Serving" in bench
     assert "ratio /predict b1024 rows/s, ours / bare" in bench
     card = json.loads((path / "models" / "current" / "model.json").read_text())
