@@ -213,11 +213,14 @@ def io_alone(model: OnnxModel, plan: BatchPlan, output: Path) -> None:
     """What any batch predict on Polars' Parquet I/O must do at the least, in predict_file's
     pipeline (read in step, score one chunk ahead in a thread, sink to Parquet): each chunk
     read, onnxruntime's session run on a ready input of as many rows (the encoded first rows,
-    in `inference.SLICE`-row calls), its output written beside the rows as they were read.
-    Nothing is checked, typed, encoded or labelled, so predict_file cannot be faster.
+    in `inference.SLICE`-row calls), its output written beside the rows. Nothing is checked,
+    encoded or labelled. The rows are written as read, but for the category features, which
+    go out as the Enum predict_file writes: strings cost more to write than the cast to an
+    Enum and the Enum's writing together (measured: 0.60x of the floor against 0.53x).
     """
     from polars.io.plugins import register_io_source
 
+    from mlops_template import contract
     from mlops_template.batch import CHUNK_ROWS, prediction_columns
     from mlops_template.inference import SLICE
 
@@ -226,6 +229,8 @@ def io_alone(model: OnnxModel, plan: BatchPlan, output: Path) -> None:
     feed = plan.prepare(model, head, 0)[1]
     names = prediction_columns(model.card)
     names = names[:1] if model.card.task == "regression" else names[1:]
+    categories = [f for f in model.card.features if f.type == "category"]
+    lazy = plan.scan().with_columns(contract.typed_expr(f, enum=True) for f in categories)
 
     def score(rows: int) -> pl.DataFrame:
         parts = [
@@ -234,13 +239,13 @@ def io_alone(model: OnnxModel, plan: BatchPlan, output: Path) -> None:
         ]
         return pl.DataFrame(np.concatenate(parts).reshape(rows, -1), schema=names, orient="row")
 
-    schema = plan.scan().collect_schema()
+    schema = lazy.collect_schema()
     schema.update(dict.fromkeys(names, pl.Float32))
     with ThreadPoolExecutor(max_workers=1) as scorer:
 
         def chunks() -> Iterator[pl.DataFrame]:
             pending: deque[tuple[pl.DataFrame, Future[pl.DataFrame]]] = deque()
-            for raw in plan.scan().collect_batches(chunk_size=CHUNK_ROWS, lazy=True):
+            for raw in lazy.collect_batches(chunk_size=CHUNK_ROWS, lazy=True):
                 pending.append((raw, scorer.submit(score, raw.height)))
                 if len(pending) > 1:
                     raw, scores = pending.popleft()
