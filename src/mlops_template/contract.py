@@ -574,9 +574,12 @@ def typed_expr(spec: ColumnSpec, *, enum: bool = False) -> pl.Expr:
         return raw.cast(pl.String).alias(spec.name)
     if spec.type == "category":
         return _category(spec).cast(pl.String).alias(spec.name)
-    number = raw.cast(pl.Float64, strict=False)
-    typed = pl.when(number.is_finite()).then(number)
-    return (typed.cast(pl.Int64) if spec.type == "integer" else typed).alias(spec.name)
+    number = raw.cast(pl.Float64, strict=False)  # the contract's own (lazy CSE shares it)
+    if spec.type == "float":  # a checked number is finite already: nothing to mask
+        return number.alias(spec.name)
+    # The check runs after this: a NaN or an infinity must not fail the cast before the check
+    # can name it, and a whole number past Int64 must fail it rather than turn to null.
+    return pl.when(number.is_finite()).then(number).cast(pl.Int64).alias(spec.name)
 
 
 def read_polars(spec: ColumnSpec, frame: pl.DataFrame, prefix: str) -> Column:
