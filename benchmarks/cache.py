@@ -82,7 +82,7 @@ def bench_cache(*, quick: bool = False) -> None:
     from mlops_template.data import prepare_dataset, to_model_inputs
     from mlops_template.inference import OnnxModel
     from mlops_template.schema import (
-        HistGradientBoostingModel,
+        GradientBoostingModel,
         LinearModel,
         RandomForestModel,
         load_schema,
@@ -96,9 +96,9 @@ def bench_cache(*, quick: bool = False) -> None:
         cases += [
             ("random_forest", SCHEMA, RandomForestModel(type="random_forest")),
             (
-                "hist_gradient_boosting",
+                "gradient_boosting",
                 SCHEMA,
-                HistGradientBoostingModel(type="hist_gradient_boosting"),
+                GradientBoostingModel(type="gradient_boosting"),
             ),
         ]
     if not text and TEXT_EXAMPLE.is_file():  # the tests' text example, where the data has none

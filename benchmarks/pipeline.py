@@ -154,7 +154,7 @@ def bench_inference(workdir: Path, rows: int, big_rows: int) -> None:
     plan = plan_file(model, source)
     head = plan.scan().head(max(CALL_SIZES)).collect()
     one = plan.prepare(model, head.head(1), 0)[1]
-    session, wanted = model._session, model.scored_outputs
+    session, wanted = model.session, model.scored_outputs
 
     def call(rows: int) -> Callable[[], object]:
         feed = plan.prepare(model, head.head(rows), 0)[1]
@@ -213,7 +213,7 @@ def io_alone(model: OnnxModel, plan: BatchPlan, output: Path) -> None:
     """What any batch predict on Polars' Parquet I/O must do at the least, in predict_file's
     pipeline (read in step, score one chunk ahead in a thread, sink to Parquet): each chunk
     read, onnxruntime's session run on a ready input of as many rows (the encoded first rows,
-    in `OnnxModel._scores`' slices), its output written beside the rows. Nothing is checked,
+    in `OnnxModel.scores`' slices), its output written beside the rows. Nothing is checked,
     encoded or labelled. The rows are written as read, but for the category features, which
     go out as the Enum predict_file writes: strings cost more to write than the cast to an
     Enum and the Enum's writing together (measured: 0.60x of the floor against 0.53x).
@@ -231,7 +231,7 @@ def io_alone(model: OnnxModel, plan: BatchPlan, output: Path) -> None:
     lazy = plan.scan().with_columns(contract.typed_expr(f, enum=True) for f in categories)
 
     def score(rows: int) -> pl.DataFrame:  # the bare session, in predict's slices
-        scores = model._scores({name: array[:rows] for name, array in feed.items()})
+        scores = model.scores({name: array[:rows] for name, array in feed.items()})
         return pl.DataFrame(scores.reshape(rows, -1), schema=names, orient="row")
 
     schema = lazy.collect_schema()

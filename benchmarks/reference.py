@@ -20,7 +20,7 @@ from mlops_template.inference import OnnxModel
 _model_dir = Path(os.environ.get("MLOPS_TEMPLATE_MODEL_DIR", "models"))
 _model = OnnxModel.load(_model_dir, threads=1)
 _card = _model.card
-_session = _model._session  # the bare floor: the ONNX session itself, nothing around it
+_session = _model.session  # the bare floor: the ONNX session itself, nothing around it
 _outputs = [o.name for o in _session.get_outputs()]
 _columns = [
     (_card.inputs[f.name], f.name, np.float32 if f.is_numeric else object) for f in _card.features

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import platform
 import resource
 import signal
 import subprocess
@@ -17,7 +16,12 @@ import polars as pl
 import pytest
 
 from mlops_template._fs import current_version
-from mlops_template.batch import _Handover, plan_file, predict_file, prediction_columns
+from mlops_template.batch import (
+    ChunkHandover,
+    plan_file,
+    predict_file,
+    prediction_columns,
+)
 from mlops_template.data import TEST_FILE, to_model_inputs
 from mlops_template.errors import DataFileError, DataSchemaError
 from mlops_template.inference import OnnxModel
@@ -276,7 +280,7 @@ def test_a_failed_sink_waits_for_the_pull_under_way_and_ends_the_chunks_in_the_c
         finally:
             ended_in.append(threading.current_thread().name)
 
-    handover = _Handover(chunks())
+    handover = ChunkHandover(chunks())
     assert next(handover)["row"].to_list() == [1]
     with ThreadPoolExecutor(1, thread_name_prefix="polars") as polars_thread:
         pull = polars_thread.submit(next, handover)
@@ -292,36 +296,3 @@ def test_a_failed_sink_waits_for_the_pull_under_way_and_ends_the_chunks_in_the_c
     with pytest.raises(StopIteration):  # a call Polars handed over late gets the end at once
         next(handover)
     assert ended_in == ["caller"]  # the chunks (and the reader behind them) closed by the caller
-
-
-PILE_UP = """
-import sys
-import numpy as np
-from mlops_template.batch import _release_memory
-
-def resident_mib():
-    return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
-
-def fragment(arrays):  # 8 KiB arrays live in glibc's heap; freeing every other one fragments it
-    kept = [np.ones(1000) for _ in range(arrays)]
-    del kept[::2]
-    return kept
-
-little = fragment(4_000)  # ~16 MiB free: kept for the next chunk to reuse
-print(bool(_release_memory()))
-lot = fragment(40_000)  # ~160 MiB free: given back
-before = resident_mib()
-print(bool(_release_memory()), before - resident_mib())
-"""
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
-def test_freed_chunk_memory_is_kept_for_reuse_and_given_back_once_it_piles_up() -> None:
-    """A trim after every chunk cost batch predict 4-9% of its speed; none at all would let a
-    fragmented heap grow with the file. The trim runs only past the slack, and then frees."""
-    out = subprocess.run(
-        [sys.executable, "-c", PILE_UP], capture_output=True, text=True, check=True, timeout=120
-    ).stdout.split()
-    assert out[0] == "False"  # little free: no trim
-    assert out[1] == "True", out  # past the slack: trimmed
-    assert float(out[2]) > 50, out  # and the resident size shows it

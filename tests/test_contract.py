@@ -158,7 +158,7 @@ def test_the_same_fault_gets_the_same_message_on_every_path(
     [
         {"type": "linear"},
         {"type": "random_forest", "n_estimators": 25, "max_depth": 8},
-        {"type": "hist_gradient_boosting", "max_iter": 40},
+        {"type": "gradient_boosting", "n_estimators": 40},
     ],
     ids=lambda m: m["type"],
 )

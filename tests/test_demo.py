@@ -19,7 +19,7 @@ from mlops_template.card import CARD_FILE, ModelCard, load_card
 from mlops_template.data import TEST_FILE
 from mlops_template.schema import (
     DatasetSchema,
-    HistGradientBoostingModel,
+    GradientBoostingModel,
     RandomForestModel,
 )
 
@@ -211,7 +211,7 @@ def test_without_the_model_file_the_page_says_why_and_the_server_answers(
     "model",
     [
         RandomForestModel(type="random_forest", n_estimators=30),
-        HistGradientBoostingModel(type="hist_gradient_boosting", max_iter=30),
+        GradientBoostingModel(type="gradient_boosting", n_estimators=30),
     ],
     ids=attrgetter("type"),
 )
@@ -219,7 +219,7 @@ def test_the_page_runs_the_tree_ensembles_as_the_server_does(
     schema: DatasetSchema,
     prepared_dir: Path,
     tmp_path: Path,
-    model: RandomForestModel | HistGradientBoostingModel,
+    model: RandomForestModel | GradientBoostingModel,
 ) -> None:
     """onnxruntime-web runs the `ai.onnx.ml` tree ensembles too: the held-out split scored in
     the page agrees with the server's answers."""

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
@@ -179,17 +180,14 @@ def test_overload_answers_503_at_once(
 def test_a_model_that_produces_nan_is_never_a_200(
     model_dir: Path, card: ModelCard, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    real = ort.InferenceSession.run
+
+    def poisoned(self: ort.InferenceSession, *args: Any, **kwargs: Any) -> list[np.ndarray]:
+        return [np.full_like(array, np.nan) for array in real(self, *args, **kwargs)]
+
     app = create_app(Settings(model_dir=model_dir, batching=False))
-    with TestClient(app) as client:
-        session = app.state.service.model._session
-        real = session.run
-
-        def poisoned(outputs: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
-            return [np.full_like(array, np.nan) for array in real(outputs, feed)]
-
-        monkeypatch.setattr(
-            app.state.service.model, "_session", type("S", (), {"run": staticmethod(poisoned)})()
-        )
+    with TestClient(app) as client:  # started (its smoke prediction run) before the poison
+        monkeypatch.setattr(ort.InferenceSession, "run", poisoned)
         response = client.post("/predict", json={"records": [card.example]})
     assert response.status_code == 500
     assert response.json()["detail"] == ["the model produced a non-finite output (NaN or infinity)"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import threading
 from collections import deque
 from collections.abc import Callable, Generator
@@ -22,7 +20,14 @@ from .data import TableReader
 from .errors import DataFileError, DataSchemaError, Error, Issue, first_line
 from .inference import Feed, OnnxModel, Prediction
 
-__all__ = ["CHUNK_ROWS", "BatchPlan", "plan_file", "predict_file", "prediction_columns"]
+__all__ = [
+    "CHUNK_ROWS",
+    "BatchPlan",
+    "ChunkHandover",
+    "plan_file",
+    "predict_file",
+    "prediction_columns",
+]
 
 _OUTPUT_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Rows per chunk. Per-chunk costs (Polars' plan, the sink's hand-over, the GIL) favour large
@@ -57,39 +62,6 @@ def _as_frame(card: ModelCard, prediction: Prediction) -> pl.DataFrame:
     for i, name in enumerate(names[1:]):
         columns[name] = pl.Series(name, prediction.probabilities[:, i], dtype=pl.Float32)
     return pl.DataFrame(columns)
-
-
-_MALLINFO2 = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
-
-
-class _MallInfo2(ctypes.Structure):  # glibc's `struct mallinfo2`: ten size_t counters
-    _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO2.split()]
-
-
-_SLACK = 64 << 20  # bytes that may lie free in glibc's heaps before they are given back
-
-
-def _trimmer() -> Callable[[], object]:
-    """glibc's `malloc_trim`, once freed memory piles up in its heaps: gives it back.
-
-    Each chunk's arrays are freed after it is written, and glibc keeps what is freed for the
-    next chunk. Reused, it costs nothing; piled up (a fragmented heap), it would make the
-    resident size grow with the file. Trimming after every chunk cost 4-9% of batch
-    predict's speed, as the next chunk faults every returned page back in, so the trim runs
-    only when more than `_SLACK` lies free (`mallinfo2`, ~15 µs). Measured on 10 M rows: ~20
-    MiB lies free, and the peak is 320-370 MiB with or without trims. Dask's workers trim too.
-    """
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim, info = libc.malloc_trim, libc.mallinfo2
-    except (OSError, AttributeError):  # not glibc 2.33 or later (macOS, musl): nothing to do
-        return lambda: None
-    trim.argtypes = [ctypes.c_size_t]
-    info.restype = _MallInfo2
-    return lambda: info().fordblks > _SLACK and trim(0)
-
-
-_release_memory = _trimmer()
 
 
 @dataclass(frozen=True)
@@ -237,12 +209,11 @@ def predict_file(
             nonlocal done
             out = plan.finish(chunk, scored.result())
             done += chunk.height
-            _release_memory()
             if on_progress is not None:
                 on_progress(done, total)
             return out
 
-        handover = _Handover(chunks())
+        handover = ChunkHandover(chunks())
         try:
             scored = register_io_source(lambda *_: handover, schema=plan.schema)
             with atomic_path(output, suffix=output.suffix) as tmp:
@@ -263,7 +234,7 @@ def predict_file(
     return done
 
 
-class _Handover:
+class ChunkHandover:
     """The scored chunks as a sink pulls them: Polars calls `__next__` from threads of its own.
 
     When the sink fails (a full disk, say), Polars drops the query but not a `__next__` call it
@@ -283,7 +254,7 @@ class _Handover:
         self._busy = self._closed = self._late = self._ended = False
         self.failure: BaseException | None = None  # what the chunks raised, as it was
 
-    def __iter__(self) -> _Handover:
+    def __iter__(self) -> ChunkHandover:
         return self
 
     def __next__(self) -> pl.DataFrame:

@@ -71,7 +71,7 @@ class OnnxModel:
         self.card = card
         self.path = path
         self.file = file  # the ONNX file's bytes as loaded, when `load` was asked to keep them
-        self._session = session
+        self.session = session  # onnxruntime's own: for callers that time the bare graph
         self._outputs = [o.name for o in session.get_outputs()]
         # What scoring asks the graph for: a regressor's values, or a classifier's
         # probabilities (never its label strings: see `run`).
@@ -123,13 +123,13 @@ class OnnxModel:
         return model
 
     def _check_signature(self) -> None:
-        found = {i.name: i.type for i in self._session.get_inputs()}
+        found = {i.name: i.type for i in self.session.get_inputs()}
         expected = {self.card.inputs[f.name]: _ONNX_TYPES[f.type] for f in self.card.features}
         if found != expected:
             raise ModelIntegrityError(
                 f"{self.path}: the model's inputs {found} differ from the card's {expected}"
             )
-        outputs = {o.name: o.type for o in self._session.get_outputs()}
+        outputs = {o.name: o.type for o in self.session.get_outputs()}
         wanted = 1 if self.card.task == "regression" else 2
         if len(outputs) != wanted:
             raise ModelIntegrityError(
@@ -151,7 +151,7 @@ class OnnxModel:
         prediction = self.run(feed)
         if self.card.task == "classification":
             # `run` reads the label off the probabilities; the graph's own label must agree.
-            graph_label = np.asarray(self._session.run(self._outputs[:1], feed)[0]).reshape(-1)
+            graph_label = np.asarray(self.session.run(self._outputs[:1], feed)[0]).reshape(-1)
             assert prediction.labels is not None
             if graph_label.tolist() != prediction.labels.tolist():
                 raise ModelOutputError(
@@ -229,13 +229,13 @@ class OnnxModel:
         `labels=False` leaves a classifier's labels out (`classes` holds them as indices).
         """
         if self.card.task == "regression":
-            values = np.asarray(self._scores(feed), np.float32).reshape(-1)
+            values = np.asarray(self.scores(feed), np.float32).reshape(-1)
             _require_finite(values)
             return Prediction(values=values)
         # Only the probabilities: the label is their most probable class, in the card's order,
         # as scikit-learn's `predict` has it (checked against the graph's own label at load),
         # which spares onnxruntime a string per row.
-        probabilities = np.asarray(self._scores(feed), np.float32)
+        probabilities = np.asarray(self.scores(feed), np.float32)
         if probabilities.ndim != 2 or probabilities.shape[1] != len(self._labels):
             raise ModelOutputError(
                 f"the model gives {probabilities.shape[-1]} probabilities per row; "
@@ -249,14 +249,14 @@ class OnnxModel:
             classes=best,
         )
 
-    def _scores(self, feed: Feed) -> npt.NDArray[Any]:
-        """The graph's `scored_outputs`, in calls of at most `SLICE` rows."""
+    def scores(self, feed: Feed) -> npt.NDArray[Any]:
+        """The graph's `scored_outputs`, unchecked, in calls of at most `SLICE` rows."""
         outputs, rows = self.scored_outputs, len(next(iter(feed.values())))
         if rows <= SLICE:
-            return np.asarray(self._session.run(outputs, feed)[0])
+            return np.asarray(self.session.run(outputs, feed)[0])
         return np.concatenate(
             [
-                self._session.run(outputs, {k: v[i : i + SLICE] for k, v in feed.items()})[0]
+                self.session.run(outputs, {k: v[i : i + SLICE] for k, v in feed.items()})[0]
                 for i in range(0, rows, SLICE)
             ]
         )

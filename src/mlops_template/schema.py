@@ -157,20 +157,19 @@ class RandomForestModel(_Frozen):
     class_weight: ClassWeight = None
 
 
-class HistGradientBoostingModel(_Frozen):
-    """Histogram gradient boosting (scikit-learn's LightGBM-like booster)."""
+class GradientBoostingModel(_Frozen):
+    """Gradient-boosted decision trees (scikit-learn's `GradientBoosting*`)."""
 
-    type: Literal["hist_gradient_boosting"]
-    max_iter: int = Field(200, ge=1, le=5000)
+    type: Literal["gradient_boosting"]
+    n_estimators: int = Field(100, ge=1, le=5000)
     learning_rate: float = Field(0.1, gt=0, le=1)
-    max_depth: int | None = Field(None, ge=1)
-    max_leaf_nodes: int = Field(31, ge=2)
-    class_weight: ClassWeight = None
+    max_depth: int | None = Field(3, ge=1)
+    max_leaf_nodes: int | None = Field(None, ge=2)
 
 
-_MODEL_TYPES = ("linear", "random_forest", "hist_gradient_boosting")
+_MODEL_TYPES = ("linear", "random_forest", "gradient_boosting")
 ModelSpec = Annotated[
-    LinearModel | RandomForestModel | HistGradientBoostingModel, Field(discriminator="type")
+    LinearModel | RandomForestModel | GradientBoostingModel, Field(discriminator="type")
 ]
 
 
@@ -207,7 +206,7 @@ class DatasetSchema(_Frozen):
                 f'text features ({", ".join(text)}) need model.type = "linear" (TF-IDF '
                 f"terms are many and sparse; {self.model.type} is not offered for them)"
             )
-        if self.model.class_weight is not None and self.task != "classification":
+        if getattr(self.model, "class_weight", None) is not None and self.task != "classification":
             raise ValueError("model.class_weight applies to classification, not regression")
         return self
 

@@ -24,8 +24,8 @@ import numpy.typing as npt
 import polars as pl
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
-    HistGradientBoostingClassifier,
-    HistGradientBoostingRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
     RandomForestClassifier,
     RandomForestRegressor,
 )
@@ -77,21 +77,23 @@ def _estimator(schema: DatasetSchema) -> Any:
                 C=spec.C, class_weight=spec.class_weight, max_iter=5000, random_state=seed
             )
         return Ridge(alpha=spec.alpha)
-    common: dict[str, Any] = {"max_depth": spec.max_depth, "random_state": seed}
-    if classify:
-        common["class_weight"] = spec.class_weight
     if isinstance(spec, RandomForestModel):
         forest = RandomForestClassifier if classify else RandomForestRegressor
+        options: dict[str, Any] = {"class_weight": spec.class_weight} if classify else {}
         return forest(
-            n_estimators=spec.n_estimators, min_samples_leaf=spec.min_samples_leaf, **common
+            n_estimators=spec.n_estimators,
+            max_depth=spec.max_depth,
+            min_samples_leaf=spec.min_samples_leaf,
+            random_state=seed,
+            **options,
         )
-    booster = HistGradientBoostingClassifier if classify else HistGradientBoostingRegressor
+    booster = GradientBoostingClassifier if classify else GradientBoostingRegressor
     return booster(
-        max_iter=spec.max_iter,
+        n_estimators=spec.n_estimators,
         learning_rate=spec.learning_rate,
+        max_depth=spec.max_depth,
         max_leaf_nodes=spec.max_leaf_nodes,
-        early_stopping=False,  # a validation split drawn at random would cost reproducibility
-        **common,
+        random_state=seed,
     )
 
 
@@ -133,36 +135,9 @@ def _frame(inputs: dict[str, npt.NDArray[Any]]) -> pl.DataFrame:
     return pl.DataFrame({name: array.reshape(-1) for name, array in inputs.items()})
 
 
-def _integer_missing_flags() -> None:
-    """Make skl2onnx write trees whose float32 thresholds decide as scikit-learn's do.
-
-    Two fixes to skl2onnx 1.20's tree writer: a histogram booster's `missing_go_to_left` (a
-    bool) goes into an ONNX integer attribute, which protobuf refuses; and a float64 threshold
-    rounded to float32 can send a value equal to the rounded threshold the other way, so every
-    threshold is moved to the float32 switch point that gives scikit-learn's decision
-    (skl2onnx's own `adjust_threshold_for_sklearn`, which it leaves off by default).
-    """
-    from skl2onnx.common import tree_ensemble
-
-    original = tree_ensemble.add_node
-    if getattr(original, "_integer_flags", False):
-        return
-
-    def add_node(*args: Any, nodes_missing_value_tracks_true: Any = 0, **kwargs: Any) -> Any:
-        flag = int(nodes_missing_value_tracks_true)
-        if "adjust_threshold_for_sklearn" in kwargs:
-            kwargs["adjust_threshold_for_sklearn"] = True
-        return original(*args, nodes_missing_value_tracks_true=flag, **kwargs)
-
-    add_node._integer_flags = True  # type: ignore[attr-defined]
-    tree_ensemble.add_node = add_node
-
-
 def export_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
     """The fitted pipeline as ONNX bytes: one [n, 1] input per raw feature, no ZipMap."""
     from skl2onnx import convert_sklearn
-
-    _integer_missing_flags()
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
 
     names = input_names(schema.features)
