@@ -35,6 +35,7 @@ COPY --from=build --chown=10001:10001 /app/.venv /app/.venv
 COPY --chown=10001:10001 models/current/model.onnx models/current/model.json /app/models/
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     MLOPS_TEMPLATE_HOST=0.0.0.0 \
     MLOPS_TEMPLATE_PORT=8000 \
     MLOPS_TEMPLATE_MODEL_DIR=/app/models

@@ -238,3 +238,27 @@ def test_each_fault_is_one_error_line_with_a_hint(project: Path, fault: str) -> 
     assert lines[-1].startswith("hint: ")
     assert "Traceback" not in result.stderr
     assert sorted(p.relative_to(project) for p in project.rglob("*")) == before
+
+
+def test_scoring_leaves_no_telemetry_of_onnxruntime_behind(
+    trained_dir: Path, prepared_dir: Path, tmp_path: Path
+) -> None:
+    """onnxruntime 1.29+ keeps a device id and an event store under ~/.cache/Microsoft and
+    sends usage events unless ORT_DISABLE_TELEMETRY is set before it loads: the package sets it
+    for every command, whatever the caller's environment holds (a caller may opt in with 0)."""
+    unset = {"ORT_DISABLE_TELEMETRY", "XDG_CACHE_HOME"}
+    env = {k: v for k, v in os.environ.items() if k not in unset} | {"HOME": str(tmp_path)}
+    source = current_version(prepared_dir) / "test.parquet"
+    output = tmp_path / "scored.parquet"
+    command = [sys.executable, "-m", "mlops_template", "predict", str(source)]
+    result = subprocess.run(
+        [*command, "--output", str(output), "--model-dir", str(trained_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert output.is_file()
+    assert not (tmp_path / ".cache" / "Microsoft").exists()
