@@ -5,10 +5,12 @@ ARG PYTHON_VERSION=3.11
 
 FROM python:${PYTHON_VERSION}-slim-bookworm AS build
 ARG UV_VERSION=0.13.8
-# The extra installed beside the package: `serve` for the model server (the default), or
-# `dask` for a batch image whose pods score a file on a Dask cluster:
+# The extra installed beside the package: `serve` for the model server (the default).
+# [if dask]
+# `dask` makes a batch image whose pods score a file on a Dask cluster:
 #   docker build --build-arg EXTRA=dask -t mlops-template-batch .
 # The DaskJob in deploy/dask/ runs that image.  # [kubernetes]
+# [end dask]
 ARG EXTRA=serve
 ENV UV_COMPILE_BYTECODE=1 \
     UV_LINK_MODE=copy \

@@ -106,6 +106,7 @@ evaluate: $(VENV) ## Score the model on the test split, plot its errors
 predict: $(VENV) ## Score a file: make predict INPUT=data.csv OUTPUT=predictions.parquet
 	$(CLI) predict "$(or $(INPUT),data/processed/current/test.parquet)" --output "$(or $(OUTPUT),predictions.parquet)"
 
+# [if tracking]
 .PHONY: track-ui
 track-ui: $(VENV) ## Browse the runs `train --track` logged, in MLflow's UI on 127.0.0.1:5000
 	@# The UI is not in the project's environment: uv fetches the full MLflow, at the version
@@ -116,8 +117,9 @@ track-ui: $(VENV) ## Browse the runs `train --track` logged, in MLflow's UI on 1
 	$(UV) tool run --from "mlflow==$$1" mlflow ui --backend-store-uri "$$2" \
 		--host 127.0.0.1 --port 5000
 
+# [end tracking]
 .PHONY: serve
-serve: $(VENV) ## Serve the model on http://127.0.0.1:8000 (demo page at /demo)
+serve: $(VENV) ## Serve the model on http://127.0.0.1:8000 (API docs at /docs)
 	$(CLI) serve --model-download
 
 .PHONY: info

@@ -24,18 +24,151 @@ GENERATOR_ONLY = (
     ".github/workflows/template-",
     ".github/workflows/release",
     "benchmarks/pandas_baseline.py",
+    # The serving guarantees against foreign clients (the stock Triton client, Schemathesis'
+    # fuzzing): the template's to keep, with the peers they need.
+    "tests/test_serving_triton.py",
+    "tests/test_serving_fuzz.py",
 )
 
 
 _TEMPLATE_ONLY = re.compile(r"(?ms)^[ \t]*# \[if template\]\n.*?^[ \t]*# \[end template\]\n")
-# The options that switch lines: `line  # [docker]`, or `# [if docker]` ... `# [end docker]`.
+_TEMPLATE_LINE = re.compile(r"(?m)^.*[ \t]# \[template\]\n")
+# The options that switch files and lines: `line  # [docker]`, or `# [if docker]` ...
+# `# [end docker]`; whole files and folders by their path (`CONDITIONAL_PATHS`).
 OPTIONS = {
     "docker": "include_docker",
     "devcontainer": "include_devcontainer",
     "kubernetes": "include_kubernetes",
+    "demo": "include_demo",
+    "dask": "include_dask",
+    "tracking": "include_tracking",
 }
 _BLOCK_MARKER = re.compile(rf"(?m)^[ \t]*# \[(?:if|end) (?:{'|'.join(OPTIONS)})\]\n")
-_LINE_MARKER = re.compile(rf"(?m)[ \t]+# \[(?:{'|'.join(OPTIONS)})\]$")
+_NAMES = "|".join(OPTIONS)
+_LINE_MARKER = re.compile(rf"(?m)[ \t]+(?:# \[(?:{_NAMES})\]|<!-- \[(?:{_NAMES})\] -->)$")
+# What each marker word switches on: an option's answer, or a condition of the example.
+SWITCHES = {
+    **OPTIONS,
+    "template": "false",
+    "penguins": "not text_example",
+    "text": "text_example",
+    "kubernetes_dask": "include_kubernetes and include_dask",
+}
+
+# A line of an option: `line  # [docker]`, or in Markdown `line <!-- [docker] -->`.
+SUFFIX = re.compile(r"(?:# \[(\w+)\]|<!-- \[(\w+)\] -->)$")
+
+
+def option_of(suffix: re.Match[str]) -> str:
+    return suffix.group(1) or suffix.group(2)
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def dependency_conditions(pyproject: str) -> dict[str, str]:
+    """The condition under which a project declares each of this repository's dependencies
+    (an extra, a dev tool): from the option markers around it in `pyproject.toml`. A name
+    declared with no condition anywhere is absent: the project always has it. Extras are
+    named `extra:NAME`."""
+    found: dict[str, list[str | None]] = {}
+    blocks: list[str] = []
+    for line in pyproject.splitlines():
+        block = re.fullmatch(r"\s*# \[(if|end) (\w+)\]", line)
+        if block:
+            if block.group(1) == "if":
+                blocks.append(SWITCHES[block.group(2)])
+            else:
+                blocks.pop()
+            continue
+        suffix = SUFFIX.search(line)
+        switched = suffix is not None and option_of(suffix) in SWITCHES
+        wanted = [*blocks, *([SWITCHES[option_of(suffix)]] if suffix and switched else [])]
+        condition = " and ".join(f"({w})" for w in wanted) or None
+        dependency = re.match(r'\s*"([A-Za-z0-9][A-Za-z0-9_.\-]*)', line)
+        extra = re.match(r"([a-z][a-z0-9-]*) = \[$", line)
+        if dependency:
+            found.setdefault(_normal(dependency.group(1)), []).append(condition)
+        elif extra:
+            found.setdefault(f"extra:{extra.group(1)}", []).append(condition)
+    return {
+        name: " or ".join(sorted({str(c) for c in conditions}))
+        for name, conditions in found.items()
+        if None not in conditions
+    }
+
+
+def needed_packages(
+    lock: dict[str, Any], own: str, conditions: dict[str, str]
+) -> dict[str, str | None]:
+    """Each locked package, and the condition under which the project needs it (None: always):
+    the packages reachable from the project's own dependencies, by the options they hang on."""
+    packages: dict[str, list[dict[str, Any]]] = {}
+    for package in lock["package"]:
+        packages.setdefault(package["name"], []).append(package)
+    roots: list[tuple[dict[str, Any], str | None]] = []
+    for package in packages[own]:
+        roots += [(dep, conditions.get(dep["name"])) for dep in package.get("dependencies", [])]
+        for extra, deps in package.get("optional-dependencies", {}).items():
+            group = conditions.get(f"extra:{extra}")
+            roots += [(dep, group or conditions.get(dep["name"])) for dep in deps]
+        for deps in package.get("dev-dependencies", {}).values():
+            roots += [(dep, conditions.get(dep["name"])) for dep in deps]
+    needed: dict[str, set[str | None]] = {}
+    for root, condition in roots:
+        stack, seen = [(root["name"], tuple(root.get("extra", ())))], set()
+        while stack:
+            name, extras = stack.pop()
+            if (name, extras) in seen:
+                continue
+            seen.add((name, extras))
+            needed.setdefault(name, set()).add(condition)
+            for package in packages.get(name, []):
+                deps = list(package.get("dependencies", []))
+                for extra in extras:
+                    deps += package.get("optional-dependencies", {}).get(extra, [])
+                stack += [(dep["name"], tuple(dep.get("extra", ()))) for dep in deps]
+    return {
+        name: None if None in found else " or ".join(sorted(str(c) for c in found))
+        for name, found in needed.items()
+    }
+
+
+# Every option on, as this repository is, and none of the template's own tools.
+_EVERY_OPTION = {**dict.fromkeys(OPTIONS.values(), True), "false": False, "text_example": False}
+
+
+def _holds(condition: str | None) -> bool:
+    # Conditions are this module's own, made from SWITCHES: names, `and`, `or`, parentheses.
+    return condition is None or bool(eval(condition, {"__builtins__": {}}, _EVERY_OPTION))  # noqa: S307
+
+
+def project_lock(text: str) -> str:
+    """This repository's `uv.lock` as a project with every option on has it: without the
+    packages that only the template's own tools need."""
+    conditions = dependency_conditions((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    own = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+    needed = needed_packages(tomllib.loads(text), own, conditions)
+    head, *blocks = re.split(r"(?m)^(?=\[\[package\]\]\n)", text)
+    kept = []
+    for block in blocks:
+        name = re.match(r'\[\[package\]\]\nname = "([^"]+)"', block)
+        assert name, block[:80]
+        if name.group(1) == own:
+            lines = block.splitlines(keepends=True)
+            named = [re.search(r'\{ name = "([^"]+)"', line) for line in lines]
+            block = "".join(
+                line
+                for line, n in zip(lines, named, strict=True)
+                if n is None or _holds(conditions.get(n.group(1)))
+            )
+        elif not _holds(needed.get(name.group(1))):
+            continue
+        kept.append(block.rstrip("\n"))
+    return head + "\n\n".join(kept) + "\n"
+
+
 # Every project starts at this version, whatever the template's own release is.
 PROJECT_VERSION = "0.1.0"
 _OWN_VERSION = re.compile(r'(?m)^version = "[^"]*"$')
@@ -43,12 +176,15 @@ _OWN_VERSION = re.compile(r'(?m)^version = "[^"]*"$')
 
 def project_text(text: str, path: str = "") -> str:
     """A repository file as a project made from the template (with every option on) has it:
-    without the blocks between `# [if template]` and `# [end template]`, which are this
-    repository's own, without the option markers, and at the project's first version."""
-    text = _LINE_MARKER.sub("", _BLOCK_MARKER.sub("", _TEMPLATE_ONLY.sub("", text)))
+    without the blocks between `# [if template]` and `# [end template]` and the lines marked
+    `# [template]`, which are this repository's own, without the option markers, and at the
+    project's first version."""
+    text = _TEMPLATE_LINE.sub("", _TEMPLATE_ONLY.sub("", text))
+    text = _LINE_MARKER.sub("", _BLOCK_MARKER.sub("", text))
     if path == "pyproject.toml":
         text = _OWN_VERSION.sub(f'version = "{PROJECT_VERSION}"', text, count=1)
     if path == "uv.lock":
+        text = project_lock(text)
         text = re.sub(
             r'(?m)^(name = "mlops-template"\nversion = )"[^"]*"$', rf'\1"{PROJECT_VERSION}"', text
         )

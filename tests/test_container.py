@@ -188,9 +188,11 @@ def test_the_image_commands_install_and_serve_outside_docker(
         assert get(f"http://127.0.0.1:{port}/health/ready")[0] == 200
         # The installed package carries its docs assets (package data reaches the image).
         assert get(f"http://127.0.0.1:{port}/static/swagger-ui/swagger-ui-bundle.js")[0] == 200
+        # [if demo]
         wasm = "/static/onnxruntime-web/ort-wasm-simd-threaded.wasm"  # vendored, gzipped
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{wasm}", timeout=10) as runtime:
             assert runtime.read(4) == b"\0asm"  # unpacked for a client that asks for no gzip
+        # [end demo]
     finally:
         server.terminate()
         server.wait(timeout=20)

@@ -1,10 +1,12 @@
-"""The demo page at `/demo`, driven in a real headless Chromium: the form is built from the model
-card, a prediction shows its label and bars, a refused value shows the server's own message, and
-the page scores the same ONNX file itself with onnxruntime-web and agrees with the server."""
+"""The demo page at `/demo`: served whole from the package, and driven in a real headless
+Chromium, where the form is built from the model card, a prediction shows its label and bars, a
+refused value shows the server's own message, and the page scores the same ONNX file itself with
+onnxruntime-web and agrees with the server."""
 
 from __future__ import annotations
 
 import contextlib
+import gzip
 import os
 import shutil
 from collections.abc import Iterator
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 from mlops_template._fs import current_version
 from mlops_template.card import CARD_FILE, ModelCard, load_card
@@ -25,13 +28,13 @@ from mlops_template.schema import (
 
 from .test_serving_live import post, serving
 
-pytestmark = pytest.mark.e2e
-
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # The most the page's answers (onnxruntime-web, WebAssembly) may differ from the server's.
 TOLERANCE = 1e-5
 # The setting that lets the server share its ONNX file with the page.
 DOWNLOAD = {"MLOPS_TEMPLATE_MODEL_DOWNLOAD": "true"}
+# sha256 of onnxruntime-web 1.31.1's `dist/ort-wasm-simd-threaded.wasm`, as npm ships it.
+WASM_SHA256 = "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d"
 
 
 def browser() -> str | None:
@@ -123,6 +126,7 @@ def wait_for_status(page: Any, pattern: str) -> str:
     return str(page.inner_text("#page-status"))
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("task", ["classification", "regression", "text"])
 def test_the_demo_page_predicts_and_shows_refusals(
     request: pytest.FixtureRequest, task: str, tmp_path: Path
@@ -191,6 +195,7 @@ def test_the_demo_page_predicts_and_shows_refusals(
     assert all("status of 422" in p for p in problems), problems
 
 
+@pytest.mark.e2e
 def test_without_the_model_file_the_page_says_why_and_the_server_answers(
     trained_dir: Path, tmp_path: Path
 ) -> None:
@@ -207,6 +212,7 @@ def test_without_the_model_file_the_page_says_why_and_the_server_answers(
         assert page.inner_text("#agreement") == ""
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     "model",
     [
@@ -238,3 +244,51 @@ def test_the_page_runs_the_tree_ensembles_as_the_server_does(
         status, body = post(f"{url}/predict", {"records": rows})
     assert status == 200, body
     assert_agree(card, body["predictions"], in_page)
+
+
+def test_the_demo_page_is_served_whole_from_the_package(api: TestClient) -> None:
+    """`/demo` and what it loads come from this server (the browser test drives it)."""
+    import re
+
+    page = api.get("/demo")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    sources = [u for u in re.findall(r'(?:src|href)="([^"]+)"', page.text) if u != "data:,"]
+    assert {"/static/demo/demo.js", "/static/demo/demo.css"} <= set(sources)
+    assert all(url.startswith("/") for url in sources), sources  # nothing from another host
+    for url in sources:
+        assert api.get(url).status_code == 200, url
+
+
+@pytest.mark.parametrize(
+    ("accept", "encoded"),
+    [
+        ("gzip, deflate, br", True),
+        ("br;q=1, gzip;q=0.5", True),
+        ("*", True),
+        ("identity", False),
+        ("gzip;q=0", False),
+        ("gzip; q=0.0, *", False),
+        ("*;q=0, gzip", True),
+        ("", False),
+    ],
+)
+def test_the_webassembly_runtime_reaches_every_client_whole(
+    api: TestClient, accept: str, encoded: bool
+) -> None:
+    """onnxruntime-web's runtime is stored gzip-compressed: sent as it is where the client
+    accepts gzip (every browser), unpacked otherwise; the same 14.8 MB either way."""
+    import hashlib
+
+    path = "/static/onnxruntime-web/ort-wasm-simd-threaded.wasm"
+    with api.stream("GET", path, headers={"Accept-Encoding": accept}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "application/wasm"
+        assert response.headers["vary"] == "Accept-Encoding"
+        assert response.headers.get("content-encoding") == ("gzip" if encoded else None)
+        body = b"".join(response.iter_raw())  # as sent: no automatic decoding
+    if encoded:
+        assert body[:2] == b"\x1f\x8b"
+    wasm = gzip.decompress(body) if encoded else body
+    assert wasm[:4] == b"\0asm"  # a WebAssembly module, as vendored from onnxruntime-web 1.31.1
+    assert hashlib.sha256(wasm).hexdigest() == WASM_SHA256

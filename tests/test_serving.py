@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
@@ -21,9 +20,6 @@ from mlops_template.data import TEST_FILE
 from mlops_template.inference import OnnxModel
 from mlops_template.serving import create_app
 from mlops_template.settings import Settings
-
-# sha256 of onnxruntime-web 1.31.1's `dist/ort-wasm-simd-threaded.wasm`, as npm ships it.
-WASM_SHA256 = "4b884c203b0fa48d057be3332c65513ff85aa3c5bddd6946acc0fab7ecda001d"
 
 
 def records(prepared_dir: Path, card: ModelCard) -> list[dict[str, object]]:
@@ -275,20 +271,6 @@ def test_docs_work_with_no_network(api: TestClient) -> None:
     assert api.get("/redoc").status_code == 404  # ReDoc loads from a CDN: not offered
 
 
-def test_the_demo_page_is_served_whole_from_the_package(api: TestClient) -> None:
-    """`/demo` and what it loads come from this server (the browser test drives it)."""
-    import re
-
-    page = api.get("/demo")
-    assert page.status_code == 200
-    assert page.headers["content-type"].startswith("text/html")
-    sources = [u for u in re.findall(r'(?:src|href)="([^"]+)"', page.text) if u != "data:,"]
-    assert {"/static/demo/demo.js", "/static/demo/demo.css"} <= set(sources)
-    assert all(url.startswith("/") for url in sources), sources  # nothing from another host
-    for url in sources:
-        assert api.get(url).status_code == 200, url
-
-
 def test_the_model_file_is_shared_only_when_the_setting_says_so(
     api: TestClient, model_dir: Path
 ) -> None:
@@ -320,37 +302,3 @@ def test_the_model_file_is_shared_only_when_the_setting_says_so(
     assert again.content == b""
     assert other.status_code == 200
     assert other.content == loaded
-
-
-@pytest.mark.parametrize(
-    ("accept", "encoded"),
-    [
-        ("gzip, deflate, br", True),
-        ("br;q=1, gzip;q=0.5", True),
-        ("*", True),
-        ("identity", False),
-        ("gzip;q=0", False),
-        ("gzip; q=0.0, *", False),
-        ("*;q=0, gzip", True),
-        ("", False),
-    ],
-)
-def test_the_webassembly_runtime_reaches_every_client_whole(
-    api: TestClient, accept: str, encoded: bool
-) -> None:
-    """onnxruntime-web's runtime is stored gzip-compressed: sent as it is where the client
-    accepts gzip (every browser), unpacked otherwise; the same 14.8 MB either way."""
-    import hashlib
-
-    path = "/static/onnxruntime-web/ort-wasm-simd-threaded.wasm"
-    with api.stream("GET", path, headers={"Accept-Encoding": accept}) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"] == "application/wasm"
-        assert response.headers["vary"] == "Accept-Encoding"
-        assert response.headers.get("content-encoding") == ("gzip" if encoded else None)
-        body = b"".join(response.iter_raw())  # as sent: no automatic decoding
-    if encoded:
-        assert body[:2] == b"\x1f\x8b"
-    wasm = gzip.decompress(body) if encoded else body
-    assert wasm[:4] == b"\0asm"  # a WebAssembly module, as vendored from onnxruntime-web 1.31.1
-    assert hashlib.sha256(wasm).hexdigest() == WASM_SHA256

@@ -43,6 +43,7 @@ ProcessedOption = Annotated[
 ModelOption = Annotated[
     Path | None, typer.Option("--model-dir", help=f"Model folder [env: {ENV_PREFIX}MODEL_DIR]")
 ]
+# [if tracking]
 TrackOption = Annotated[
     bool | None,
     typer.Option(
@@ -51,6 +52,7 @@ TrackOption = Annotated[
         show_default=False,
     ),
 ]
+# [end tracking]
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -109,7 +111,7 @@ def train(
     schema: SchemaOption = None,
     processed_dir: ProcessedOption = None,
     model_dir: ModelOption = None,
-    track: TrackOption = None,
+    track: TrackOption = None,  # [tracking]
 ) -> None:
     """Fit the scikit-learn pipeline, export it to ONNX, write the model card."""
     from .schema import load_schema
@@ -122,7 +124,10 @@ def train(
             hint="install the `train` extra: `make install` or `uv sync --extra train`",
         ) from None
     settings = _settings(
-        schema_path=schema, processed_dir=processed_dir, model_dir=model_dir, track=track
+        schema_path=schema,
+        processed_dir=processed_dir,
+        model_dir=model_dir,
+        track=track,  # [tracking]
     )
     with console.status("training and exporting to ONNX…"):
         card = train_model(
@@ -130,6 +135,7 @@ def train(
         )
     rows = {"task": card.task, "estimator": card.estimator, "version": card.version, **card.metrics}
     console.print(_table(f"trained {card.name} -> {settings.model_dir}", rows))
+    # [if tracking]
     if settings.track:
         from ._fs import current_version
         from .tracking import log_training
@@ -141,19 +147,27 @@ def train(
             experiment=settings.experiment or card.name,
         )
         console.print(f"tracked: run {run} in {settings.tracking_uri}")
+    # [end tracking]
 
 
 @app.command()
 def evaluate(
-    processed_dir: ProcessedOption = None, model_dir: ModelOption = None, track: TrackOption = None
+    processed_dir: ProcessedOption = None,
+    model_dir: ModelOption = None,
+    track: TrackOption = None,  # [tracking]
 ) -> None:
     """Score the ONNX model on the test split; write metrics.json and a plot next to the card."""
     from .train import evaluate_model
 
-    settings = _settings(processed_dir=processed_dir, model_dir=model_dir, track=track)
+    settings = _settings(
+        processed_dir=processed_dir,
+        model_dir=model_dir,
+        track=track,  # [tracking]
+    )
     metrics, plot = evaluate_model(settings.processed_dir, settings.model_dir)
     console.print(_table("held-out metrics (ONNX model, test split)", metrics))
     console.print(f"plot: {plot}")
+    # [if tracking]
     if settings.track:
         from .card import CARD_FILE, load_card
         from .tracking import log_evaluation
@@ -167,6 +181,7 @@ def evaluate(
             experiment=settings.experiment or card.name,
         )
         console.print(f"tracked: run {run} in {settings.tracking_uri}")
+    # [end tracking]
 
 
 @app.command()
@@ -177,6 +192,7 @@ def predict(
     ] = Path("predictions.parquet"),
     # batch.CHUNK_ROWS, spelt out so that `--help` need not import Polars (a test holds them equal)
     chunk_size: Annotated[int, typer.Option(min=1, help="Rows per chunk")] = 100_000,
+    # [if dask]
     scheduler: Annotated[
         str | None,
         typer.Option(
@@ -188,13 +204,11 @@ def predict(
     partition_rows: Annotated[
         int, typer.Option(min=1, help="Rows per Dask task (with --scheduler)")
     ] = 200_000,
+    # [end dask]
     model_dir: ModelOption = None,
 ) -> None:
     """Score a file in chunks; write its rows plus prediction columns."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-    from ._fs import current_version
-    from .card import CARD_FILE, load_card
 
     settings = _settings(model_dir=model_dir)
     columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -204,14 +218,10 @@ def predict(
         def advance(done: int, total: int) -> None:
             progress.update(task, completed=done, total=total)
 
-        if scheduler is None:
-            from .batch import predict_file
-            from .inference import OnnxModel
-
-            model = OnnxModel.load(settings.model_dir)
-            version = model.card.version
-            rows = predict_file(model, source, output, chunk_size=chunk_size, on_progress=advance)
-        else:
+        # [if dask]
+        if scheduler is not None:
+            from ._fs import current_version
+            from .card import CARD_FILE, load_card
             from .distributed import predict_distributed
 
             model_set = current_version(settings.model_dir)  # resolved once, for every worker
@@ -225,7 +235,15 @@ def predict(
                 chunk_size=chunk_size,
                 on_progress=advance,
             )
-    console.print(f"scored {rows} rows with model {version} -> {output}")
+            console.print(f"scored {rows} rows with model {version} -> {output}")
+            return
+        # [end dask]
+        from .batch import predict_file
+        from .inference import OnnxModel
+
+        model = OnnxModel.load(settings.model_dir)
+        rows = predict_file(model, source, output, chunk_size=chunk_size, on_progress=advance)
+    console.print(f"scored {rows} rows with model {model.card.version} -> {output}")
 
 
 @app.command()
@@ -240,12 +258,12 @@ def serve(
         bool | None,
         typer.Option(
             "--model-download/--no-model-download",
-            help="Serve the ONNX file at /model.onnx, for /demo's in-page scoring "
+            help="Serve the ONNX file at /model.onnx, for clients that score it themselves "
             f"[env: {ENV_PREFIX}MODEL_DOWNLOAD; off]",
         ),
     ] = None,
 ) -> None:
-    """Serve the model over HTTP: FastAPI on uvicorn, docs at /docs, a demo page at /demo."""
+    """Serve the model over HTTP: FastAPI on uvicorn, docs at /docs."""
     try:
         from .serving.server import run
     except ImportError as exc:

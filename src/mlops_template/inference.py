@@ -91,7 +91,7 @@ class OnnxModel:
         Args:
             model_dir: folder holding the two files that training writes.
             threads: onnxruntime intra-op threads; one per serving worker is fastest.
-            keep_file: keep those bytes as `file` (the server shares them with its demo page).
+            keep_file: keep those bytes as `file` (the server can share them at /model.onnx).
         """
         model_dir = current_version(model_dir)  # both files from one published set
         path = model_dir / MODEL_FILE

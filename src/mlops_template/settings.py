@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     model_dir: Path = Field(
         Path("models"), description="Where `train` writes model.onnx and model.json"
     )
-
+    # [if tracking]
     track: bool = Field(
         False, description="Log train and evaluate runs to MLflow (needs the `track` extra)"
     )
@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     experiment: str | None = Field(
         None, description="The MLflow experiment (default: the dataset's name)"
     )
+    # [end tracking]
     host: str = Field("127.0.0.1", description="Address the server binds; 0.0.0.0 in a container")
     port: int = Field(8000, ge=1, le=65535)
     workers: int = Field(1, ge=1, le=64, description="Server processes")
@@ -64,7 +65,7 @@ class Settings(BaseSettings):
     batching: bool = Field(True, description="Coalesce concurrent requests into one model call")
     model_download: bool = Field(
         False,
-        description="Serve the ONNX file at GET /model.onnx, so that /demo also scores in the page",
+        description="Serve the ONNX file at GET /model.onnx, for clients that score it themselves",
     )
     otel: bool = Field(
         False,

@@ -1,11 +1,12 @@
 """Experiment tracking with MLflow (the `track` extra): a record of every training run.
 
-Off by default; on with `train --track` / `evaluate --track`, or `MLOPS_TEMPLATE_TRACK=true`.
-`train` logs one run: the model's parameters, the held-out metrics, the card's hashes as tags,
-and the ONNX file and its card as artifacts. `evaluate` adds its metrics and plot to the run of
-the model it scored (or starts one, for a model trained without tracking). The store is a local
-SQLite file by default (`sqlite:///mlruns.db`, artifacts in `mlruns/`), or any MLflow tracking
-URI (`MLOPS_TEMPLATE_TRACKING_URI`); `make track-ui` browses it.
+Off by default; on with `train --track` / `evaluate --track`, or the `TRACK` setting
+(`MLOPS_TEMPLATE_TRACK=true`). `train` logs one run: the model's parameters, the held-out
+metrics, the card's hashes as tags, and the ONNX file and its card as artifacts. `evaluate` adds
+its metrics and plot to the run of the model it scored (or starts one, for a model trained
+without tracking). The store is a local SQLite file by default (`sqlite:///mlruns.db`, artifacts
+in `mlruns/`), or any MLflow tracking URI (`MLOPS_TEMPLATE_TRACKING_URI`); `make track-ui`
+browses it.
 
 The ONNX file and its card stay the deployable truth: a run records them, it never replaces
 them. Nothing of MLflow is imported unless tracking is on.

@@ -117,7 +117,7 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
             prediction = body["predictions"][0]
             assert ("label" in prediction) == (card["task"] == "classification")
             assert ("value" in prediction) == (card["task"] == "regression")
-            # `make serve` shares the model with the demo page, which scores it in the browser.
+            # `make serve` shares the model file (the demo page, where there is one, scores it).
             with urllib.request.urlopen(f"{url}/model.onnx", timeout=10) as model_file:
                 onnx_bytes = model_file.read()
             assert hashlib.sha256(onnx_bytes).hexdigest() == card["onnx_sha256"]

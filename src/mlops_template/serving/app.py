@@ -8,7 +8,6 @@ prediction and only then marks the server ready.
 from __future__ import annotations
 
 import gc
-import gzip
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -19,9 +18,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
@@ -30,6 +28,7 @@ from ..card import CARD_FILE, load_card
 from ..errors import ApiError, ModelIntegrityError, ModelOutputError
 from ..inference import OnnxModel
 from ..settings import Settings
+from . import demo  # [demo]
 from .batching import InFlight, MicroBatcher
 from .metrics import ServingMetrics
 from .middleware import ServingMiddleware
@@ -45,7 +44,7 @@ log = logging.getLogger(__name__.rsplit(".", 1)[0])
 def _lifespan(settings: Settings, service: ModelService) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # With `model_download`, the model keeps the bytes it loaded: the page then scores the
+        # With `model_download`, the model keeps the bytes it loaded: a client then scores the
         # very file this process serves, even once a newer training run has pruned it.
         model = OnnxModel.load(
             settings.model_dir, threads=settings.threads, keep_file=settings.model_download
@@ -143,49 +142,11 @@ def _openapi(app: FastAPI, schemas: PredictSchemas) -> Any:
 
 
 _STATIC = Path(__file__).resolve().parent / "static"
-# onnxruntime-web's runtime, vendored gzip-compressed (14.8 MB raw, 3.8 MB packed).
-_WASM = "onnxruntime-web/ort-wasm-simd-threaded.wasm"
-
-
-def _accepts_gzip(accept_encoding: str) -> bool:
-    """Whether an Accept-Encoding header allows gzip: its own weight, else `*`'s (RFC 9110)."""
-    weights: dict[str, float] = {}
-    for item in accept_encoding.lower().split(","):
-        coding, *parameters = (part.strip() for part in item.split(";"))
-        weight = 1.0
-        for parameter in parameters:
-            name, _, value = parameter.partition("=")
-            if name.strip() == "q":
-                try:
-                    weight = float(value)
-                except ValueError:
-                    weight = 0.0
-        weights.setdefault(coding, weight)
-    return weights.get("gzip", weights.get("x-gzip", weights.get("*", 0.0))) > 0
 
 
 def _install_docs(app: FastAPI) -> None:
-    """`/docs`, Swagger UI from the package's own copy, and `/demo`, a page that builds a form
-    from the model card and shows the answer, scored also in the page with onnxruntime-web when
-    the server shares its model file: all of it works with no network."""
-
-    @app.get(f"/static/{_WASM}", include_in_schema=False)
-    async def wasm(request: Request) -> Response:
-        # Sent as stored, gzip-encoded, to every browser (they all accept it); unpacked in
-        # memory for a client that refuses gzip.
-        packed = _STATIC / f"{_WASM}.gz"
-        headers = {"Vary": "Accept-Encoding", "Cache-Control": "no-cache"}
-        if _accepts_gzip(request.headers.get("accept-encoding", "")):
-            headers["Content-Encoding"] = "gzip"
-            return FileResponse(packed, media_type="application/wasm", headers=headers)
-        body = await run_in_threadpool(lambda: gzip.decompress(packed.read_bytes()))
-        return Response(body, media_type="application/wasm", headers=headers)
-
+    """`/docs`: Swagger UI from the package's own copy, so that it works with no network."""
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
-
-    @app.get("/demo", include_in_schema=False)
-    async def demo() -> FileResponse:
-        return FileResponse(_STATIC / "demo" / "index.html")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
@@ -225,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.service = service
+    app.include_router(demo.router)  # [demo]
     _install_docs(app)
     app.include_router(predict.build_router(schemas))
     app.include_router(v2.router)

@@ -50,7 +50,8 @@ async def model_card(service: ServiceDep) -> JSONBytesResponse:
 )
 async def model_file(request: Request, service: ServiceDep) -> Response:
     """The ONNX file this process serves, as it was checked against the card at start, for
-    `/demo`'s in-page scoring with onnxruntime-web. Off unless `model_download` is on."""
+    clients that score it themselves (a browser with onnxruntime-web, say). Off unless
+    `model_download` is on."""
     shared = service.model.file if service.model is not None else None
     if shared is None:
         raise ApiError(

@@ -1,0 +1,1 @@
+../../../../../../src/mlops_template/serving/static/demo/demo.js
