@@ -10,7 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -189,6 +188,8 @@ def test_the_image_commands_install_and_serve_outside_docker(
         # The installed package carries its docs assets (package data reaches the image).
         assert get(f"http://127.0.0.1:{port}/static/swagger-ui/swagger-ui-bundle.js")[0] == 200
         # [if demo]
+        import urllib.request
+
         wasm = "/static/onnxruntime-web/ort-wasm-simd-threaded.wasm"  # vendored, gzipped
         with urllib.request.urlopen(f"http://127.0.0.1:{port}{wasm}", timeout=10) as runtime:
             assert runtime.read(4) == b"\0asm"  # unpacked for a client that asks for no gzip
