@@ -24,8 +24,16 @@ GENERATOR_ONLY = (
     ".github/workflows/template-",
     ".github/workflows/release",
     "benchmarks/pandas_baseline.py",
-    # The serving guarantees against foreign clients (the stock Triton client, Schemathesis'
-    # fuzzing): the template's to keep, with the peers they need.
+    # The template's own tests of the package, on its fixtures: the penguin table of bad
+    # requests, the codecs held against each other, the contract on renamed penguins, the text
+    # and second-dataset examples, and the guarantees against foreign clients (the stock Triton
+    # client, Schemathesis' fuzzing) with the peers they need. A project tests its own data
+    # (`tests/test_project.py`, from its dataset.toml).
+    "tests/test_serving_bad_requests.py",
+    "tests/test_serving_codec.py",
+    "tests/test_contract.py",
+    "tests/test_text.py",
+    "tests/test_second_dataset.py",
     "tests/test_serving_triton.py",
     "tests/test_serving_fuzz.py",
 )

@@ -54,16 +54,14 @@ def test_help_lists_every_command_without_loading_heavy_libraries(tmp_path: Path
 
 
 def test_predict_defaults_are_the_batch_modules() -> None:
-    """The CLI spells its chunk defaults out (importing `batch` would load Polars for
-    `--help`); they must be the ones `predict_file` and `predict_distributed` use."""
+    """The CLI spells its chunk default out (importing `batch` would load Polars for `--help`);
+    it must be the one `predict_file` uses."""
     import inspect
 
-    from mlops_template import batch, cli, distributed
+    from mlops_template import batch, cli
 
     options = inspect.signature(cli.predict).parameters
-    scored = inspect.signature(distributed.predict_distributed).parameters
-    assert options["chunk_size"].default == batch.CHUNK_ROWS == scored["chunk_size"].default
-    assert options["partition_rows"].default == scored["partition_rows"].default
+    assert options["chunk_size"].default == batch.CHUNK_ROWS
     assert (
         inspect.signature(batch.predict_file).parameters["chunk_size"].default == batch.CHUNK_ROWS
     )

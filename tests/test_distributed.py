@@ -255,3 +255,15 @@ def test_the_batch_image_needs_neither_the_serving_nor_the_training_libraries(
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert pl.read_parquet(output).height == 344
+
+
+def test_the_clis_dask_defaults_are_the_distributed_modules() -> None:
+    """The CLI spells its defaults out (`--help` imports neither Polars nor Dask)."""
+    import inspect
+
+    from mlops_template import batch, cli, distributed
+
+    options = inspect.signature(cli.predict).parameters
+    scored = inspect.signature(distributed.predict_distributed).parameters
+    assert scored["chunk_size"].default == batch.CHUNK_ROWS
+    assert options["partition_rows"].default == scored["partition_rows"].default

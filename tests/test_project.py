@@ -1,28 +1,206 @@
-"""The project's own dataset.toml and data: whatever they describe, they prepare and train."""
+"""The project's own data contract, as `dataset.toml` describes it, whatever it describes.
+
+Rows drawn from the schema (Hypothesis strategies made from each column's spec) are scored
+alike by batch `predict`, `/predict` and the Open Inference Protocol (v2); a row that breaks one
+rule of one column is refused on every path with a message that names that column.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import polars as pl
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mlops_template.batch import predict_file, prediction_columns
+from mlops_template.card import ModelCard
 from mlops_template.data import prepare_dataset
+from mlops_template.errors import UserError
 from mlops_template.inference import OnnxModel
-from mlops_template.schema import load_schema
-from mlops_template.train import train_model
+from mlops_template.schema import ColumnSpec, DatasetSchema, load_schema
+from mlops_template.serving import create_app
+from mlops_template.settings import Settings
 
 from .conftest import ROOT
 
+SCHEMA = load_schema(ROOT / "dataset.toml")
+# Bounds for a number column that declares none: wide, and exact in float32.
+WIDE = 1e6
+# What a value may differ by between paths: the same float32 graph, fed the same values.
+TOLERANCE = 1e-5
 
-def test_the_project_dataset_prepares_trains_and_predicts(tmp_path: Path) -> None:
-    schema = load_schema(ROOT / "dataset.toml")
-    assert schema.source.is_file(), f"dataset.toml names {schema.source}, which does not exist"
-    manifest = prepare_dataset(schema, tmp_path / "processed")
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, DatasetSchema]:
+    """The project's own data, prepared, and its model trained, once for the module."""
+    from mlops_template.train import train_model
+
+    assert SCHEMA.source.is_file(), f"dataset.toml names {SCHEMA.source}, which does not exist"
+    root = tmp_path_factory.mktemp("project")
+    manifest = prepare_dataset(SCHEMA, root / "processed")
     assert manifest.rows_train > 0
     assert manifest.rows_test > 0
-    card = train_model(schema, tmp_path / "processed", tmp_path / "models")
-    assert card.task == schema.task
-    assert card.features == schema.features
-    expected = {"classification": {"accuracy", "f1_macro"}, "regression": {"rmse", "mae", "r2"}}
-    assert set(card.metrics) == expected[schema.task]
-    model = OnnxModel.load(tmp_path / "models")
-    prediction = model.predict({name: [value] for name, value in card.example.items()})
-    assert len(prediction) == 1
+    card = train_model(SCHEMA, root / "processed", root / "models")
+    assert card.features == SCHEMA.features
+    return root / "models", SCHEMA
+
+
+@pytest.fixture(scope="module")
+def model(project: tuple[Path, DatasetSchema]) -> OnnxModel:
+    return OnnxModel.load(project[0])
+
+
+@pytest.fixture(scope="module")
+def client(project: tuple[Path, DatasetSchema]) -> Iterator[TestClient]:
+    with TestClient(create_app(Settings(model_dir=project[0]))) as client:
+        yield client
+
+
+def _bounds(spec: ColumnSpec) -> tuple[float, float]:
+    low = spec.min if spec.min is not None else -WIDE
+    high = spec.max if spec.max is not None else WIDE
+    return low, high
+
+
+def valid_values(spec: ColumnSpec) -> st.SearchStrategy[Any]:
+    """Any value the column's spec allows, as a client sends it (JSON)."""
+    low, high = _bounds(spec)
+    values: st.SearchStrategy[Any]
+    if spec.type == "float":
+        # float32 values: what the graph takes, so no path rounds a value over a bound.
+        values = st.floats(low, high, allow_nan=False, allow_infinity=False, width=32)
+    elif spec.type == "integer":
+        values = st.integers(math.ceil(low), math.floor(high))
+    elif spec.type == "category":
+        values = st.sampled_from(spec.categories or ())
+    else:
+        values = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=40)
+    return st.one_of(st.none(), values) if spec.nullable else values
+
+
+def broken_values(spec: ColumnSpec) -> dict[str, Any]:
+    """One value for each rule of the column's spec, breaking that rule alone."""
+    low, high = _bounds(spec)
+    broken: dict[str, Any] = {}
+    if not spec.nullable:
+        broken["missing"] = None
+    if spec.is_numeric:
+        broken["not a number"] = "not a number"
+        kind = int if spec.type == "integer" else float
+        if spec.max is not None:
+            broken["above the maximum"] = kind(math.floor(high) + max(1, math.ceil(abs(high))))
+        if spec.min is not None:
+            broken["below the minimum"] = kind(math.ceil(low) - max(1, math.ceil(abs(low))))
+        if spec.type == "integer":
+            broken["not whole"] = math.floor(low) + 0.5 if low > -WIDE else 0.5
+    elif spec.type == "category":
+        broken["unknown category"] = "".join(spec.categories or ()) + "?"
+        if not spec.nullable:  # v2 reads an empty label as a missing one: refused all the same
+            broken["empty label"] = ""
+    else:
+        broken[JSON_ONLY] = 12  # a file's text column holds text: only JSON can send a number
+    return broken
+
+
+JSON_ONLY = "not a text"
+BROKEN = [
+    pytest.param(spec.name, value, rule != JSON_ONLY, id=f"{spec.name}: {rule}")
+    for spec in SCHEMA.features
+    for rule, value in broken_values(spec).items()
+]
+
+
+def v2_request(client: TestClient, card: ModelCard, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    metadata = client.get(f"/v2/models/{card.name}").json()
+    kinds = {tensor["name"]: tensor["datatype"] for tensor in metadata["inputs"]}
+    return {
+        "inputs": [
+            {
+                "name": name,
+                "shape": [len(rows)],
+                "datatype": kinds[name],
+                "data": [row[name] for row in rows],
+            }
+            for name in card.feature_names
+        ]
+    }
+
+
+def batch_file(card: ModelCard, rows: list[dict[str, Any]], path: Path) -> Path:
+    """The rows as a Parquet file, each column typed as the schema says, unless a value needs
+    another type (a word in a number column, a fraction in an integer one)."""
+    types = {"float": pl.Float64, "integer": pl.Int64, "category": pl.String, "text": pl.String}
+    columns = {}
+    for spec in card.features:
+        values = [row[spec.name] for row in rows]
+        dtype = types[spec.type]
+        if any(isinstance(v, str) for v in values):
+            dtype = pl.String
+        elif any(isinstance(v, float) and not v.is_integer() for v in values):
+            dtype = pl.Float64
+        columns[spec.name] = pl.Series(spec.name, values, dtype=dtype)
+    pl.DataFrame(columns).write_parquet(path)
+    return path
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(data=st.data())
+def test_rows_drawn_from_the_schema_score_alike_on_every_path(
+    data: st.DataObject, model: OnnxModel, client: TestClient, tmp_path: Path
+) -> None:
+    card = model.card
+    rows = data.draw(
+        st.lists(
+            st.fixed_dictionaries({spec.name: valid_values(spec) for spec in card.features}),
+            min_size=1,
+            max_size=5,
+        )
+    )
+    served = client.post("/predict", json={"records": rows})
+    assert served.status_code == 200, served.text
+    v2 = client.post(f"/v2/models/{card.name}/infer", json=v2_request(client, card, rows))
+    assert v2.status_code == 200, v2.text
+    scored = tmp_path / "scored.parquet"
+    predict_file(model, batch_file(card, rows, tmp_path / "rows.parquet"), scored)
+    batch = pl.read_parquet(scored)
+    outputs = {output["name"]: output["data"] for output in v2.json()["outputs"]}
+    predictions = served.json()["predictions"]
+    first = prediction_columns(card)[0]
+    if card.task == "classification":
+        labels = [p["label"] for p in predictions]
+        assert outputs["label"] == labels
+        assert batch.get_column(first).cast(pl.String).to_list() == labels
+    else:
+        values = [p["value"] for p in predictions]
+        assert outputs[next(iter(outputs))] == pytest.approx(values, rel=TOLERANCE)
+        assert batch.get_column(first).to_list() == pytest.approx(values, rel=TOLERANCE)
+
+
+@pytest.mark.parametrize(("column", "value", "in_files"), BROKEN)
+def test_a_row_that_breaks_one_rule_is_refused_naming_the_column_on_every_path(
+    model: OnnxModel, client: TestClient, tmp_path: Path, column: str, value: Any, in_files: bool
+) -> None:
+    card = model.card
+    row = {**card.example, column: value}
+    named = f"column '{column}'"
+    served = client.post("/predict", json={"records": [row]})
+    assert served.status_code == 422, served.text
+    assert [line.startswith(named) for line in served.json()["detail"]] == [True], served.text
+    v2 = client.post(f"/v2/models/{card.name}/infer", json=v2_request(client, card, [row]))
+    assert v2.status_code == 422, v2.text
+    assert v2.json()["error"].startswith(named), v2.text
+    if in_files:
+        scored = tmp_path / "scored.parquet"
+        with pytest.raises(UserError, match=f"column '{column}'"):
+            predict_file(model, batch_file(card, [row], tmp_path / "row.parquet"), scored)
+        assert not scored.exists()

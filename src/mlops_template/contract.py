@@ -260,7 +260,8 @@ def read_values(spec: ColumnSpec, values: Sequence[Any], nan_is_missing: bool = 
                 codes, unreadable = _slow_codes(spec, values, lookup)
         else:
             codes, unreadable = _slow_codes(spec, values, lookup)
-        null = codes == NULL if _NONE in kinds else None
+        # A tensor's empty label is a missing one (`_lookup`), as much as None is.
+        null = codes == NULL if _NONE in kinds or nan_is_missing else None
         return Column(spec, codes=codes, null=null, unreadable=unreadable)
     if kinds <= _NUMBER_KINDS | {_NONE}:
         try:

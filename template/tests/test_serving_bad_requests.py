@@ -1,1 +1,0 @@
-../../tests/test_serving_bad_requests.py
