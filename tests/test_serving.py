@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -269,6 +270,24 @@ def test_docs_work_with_no_network(api: TestClient) -> None:
         assert len(asset.content) > 500
     assert "openapi.json" in page.text
     assert api.get("/redoc").status_code == 404  # ReDoc loads from a CDN: not offered
+
+
+@pytest.mark.parametrize(("accept", "encoded"), [("gzip, br", True), ("identity", False)])
+def test_the_stored_docs_bundle_reaches_every_client_whole(
+    api: TestClient, accept: str, encoded: bool
+) -> None:
+    """Swagger UI's bundle is stored gzip-compressed: sent as stored where the client accepts
+    gzip (every browser), unpacked as it streams otherwise; the same script either way."""
+    from mlops_template.serving.assets import STATIC
+
+    stored = (STATIC / "swagger-ui" / "swagger-ui-bundle.js.gz").read_bytes()
+    path = "/static/swagger-ui/swagger-ui-bundle.js"
+    with api.stream("GET", path, headers={"Accept-Encoding": accept}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/javascript")
+        assert response.headers.get("content-encoding") == ("gzip" if encoded else None)
+        body = b"".join(response.iter_raw())  # as sent: no automatic decoding
+    assert body == (stored if encoded else gzip.decompress(stored))
 
 
 def test_the_model_file_is_shared_only_when_the_setting_says_so(

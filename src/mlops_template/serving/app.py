@@ -11,14 +11,13 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -29,6 +28,7 @@ from ..errors import ApiError, ModelIntegrityError, ModelOutputError
 from ..inference import OnnxModel
 from ..settings import Settings
 from . import demo  # [demo]
+from .assets import STATIC, packed_response
 from .batching import InFlight, MicroBatcher
 from .metrics import ServingMetrics
 from .middleware import ServingMiddleware
@@ -141,19 +141,24 @@ def _openapi(app: FastAPI, schemas: PredictSchemas) -> Any:
     return openapi
 
 
-_STATIC = Path(__file__).resolve().parent / "static"
+_SWAGGER_JS = "swagger-ui/swagger-ui-bundle.js"  # vendored gzip-compressed
 
 
 def _install_docs(app: FastAPI) -> None:
     """`/docs`: Swagger UI from the package's own copy, so that it works with no network."""
-    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+    @app.get(f"/static/{_SWAGGER_JS}", include_in_schema=False)
+    async def swagger_js(request: Request) -> Response:
+        return packed_response(request, STATIC / f"{_SWAGGER_JS}.gz", "text/javascript")
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/docs", include_in_schema=False)
     async def docs() -> HTMLResponse:
         return get_swagger_ui_html(
             openapi_url=app.openapi_url or "/openapi.json",
             title=f"{app.title}: docs",
-            swagger_js_url="/static/swagger-ui/swagger-ui-bundle.js",
+            swagger_js_url=f"/static/{_SWAGGER_JS}",
             swagger_css_url="/static/swagger-ui/swagger-ui.css",
             swagger_favicon_url="/static/swagger-ui/favicon-32x32.png",
         )

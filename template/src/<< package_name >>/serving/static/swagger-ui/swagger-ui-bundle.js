@@ -1,1 +1,0 @@
-../../../../../../src/mlops_template/serving/static/swagger-ui/swagger-ui-bundle.js
