@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -247,3 +248,33 @@ def test_a_short_name_renders_formatted_code(tmp_path: Path) -> None:
     assert (dest / "src" / "ab" / "cli.py").is_file()
     run(BIN / "ruff", "format", "--check", ".", cwd=dest)
     run(BIN / "ruff", "check", ".", cwd=dest)
+
+
+def measure(dest: Path) -> dict[str, str]:
+    """What a user receives, as the README's table counts it."""
+    files = [p for p in dest.rglob("*") if p.is_file()]
+
+    def python_lines(folder: str) -> int:
+        return sum(len(p.read_text().splitlines()) for p in (dest / folder).rglob("*.py"))
+
+    largest = max(files, key=lambda p: p.stat().st_size)
+    lock = (dest / "uv.lock").read_text()
+    return {
+        "files": f"{len(files):,}",
+        "lines of Python in `src/`": f"{python_lines('src'):,}",
+        "lines of Python in `tests/`": f"{python_lines('tests'):,}",
+        "packages in `uv.lock`": f"{lock.count('[[package]]'):,}",
+        "largest file": f"`{largest.relative_to(dest).as_posix()}`, "
+        f"{largest.stat().st_size / 1e6:.2f} MB",
+    }
+
+
+def test_the_readme_states_what_a_default_render_holds(tmp_path: Path) -> None:
+    """The README's table of a default render is this render, measured."""
+    measured = measure(render(tmp_path / "project"))
+    readme = (_template.ROOT / "README.md").read_text()
+    table = readme.split("<!-- default render -->", 2)[1]
+    stated = dict(re.findall(r"(?m)^\| (.+?) \| (.+?) \|$", table)[2:])
+    expected = "\n".join(f"| {what} | {figure} |" for what, figure in measured.items())
+    assert stated == measured, f"the README's table should read:\n{expected}"
+    assert float(measured["largest file"].rsplit(", ", 1)[1].split()[0]) < 1.0
