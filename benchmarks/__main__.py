@@ -6,7 +6,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from . import cache, distributed, pipeline, serving
+from . import cache, pipeline, serving
 
 
 def main() -> None:
@@ -17,12 +17,16 @@ def main() -> None:
     cache.bench_cache(quick=args.quick)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         models = pipeline.train(Path(tmp))
+        # [if dask]
+        from . import distributed
+
         distributed.bench_distributed(
             models,
             Path(tmp),
             rows=50_000 if args.quick else 2_000_000,
             rounds=1 if args.quick else 3,
         )
+        # [end dask]
         serving.bench_serving(
             models,
             duration=1 if args.quick else serving.DURATION,

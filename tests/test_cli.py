@@ -260,3 +260,29 @@ def test_scoring_leaves_no_telemetry_of_onnxruntime_behind(
     assert result.returncode == 0, result.stderr
     assert output.is_file()
     assert not (tmp_path / ".cache" / "Microsoft").exists()
+
+
+@pytest.mark.parametrize(
+    ("command", "blocked", "extra"),
+    [(("train",), "sklearn", "train"), (("serve",), "uvicorn", "serve")],
+)
+def test_a_missing_extra_is_one_error_line_that_names_it(
+    project: Path, command: tuple[str, ...], blocked: str, extra: str
+) -> None:
+    code = (
+        f"import sys\nsys.modules[{blocked!r}] = None  # import fails, as if not installed\n"
+        "from mlops_template.cli import main\nmain()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *command],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith("error: "), result.stderr
+    assert f"needs the `{extra}` extra, which is not installed" in lines[0]
+    assert lines[1] == f"hint: install it: `make install`, or `uv sync --extra {extra}`"

@@ -12,10 +12,17 @@ from datetime import datetime
 from functools import cached_property
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from .errors import ModelIntegrityError, ModelNotFoundError
-from .schema import ColumnSpec, LinearModel, ModelSpec, Task, describe_validation_error
+from .schema import (
+    ColumnSpec,
+    Frozen,
+    LinearModel,
+    ModelSpec,
+    Task,
+    describe_validation_error,
+)
 
 __all__ = [
     "CARD_FILE",
@@ -47,11 +54,7 @@ def input_names(features: Sequence[ColumnSpec]) -> dict[str, str]:
     return names
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
-
-
-class DatasetInfo(_Frozen):
+class DatasetInfo(Frozen):
     """Which data the model was trained and evaluated on."""
 
     name: str
@@ -60,7 +63,7 @@ class DatasetInfo(_Frozen):
     rows_test: int
 
 
-class ModelCard(_Frozen):
+class ModelCard(Frozen):
     """Everything a consumer of the ONNX file needs to know about it."""
 
     card_version: int = CARD_VERSION

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import UserError
+from .errors import MissingExtraError, UserError
 from .settings import ENV_PREFIX, Settings
 
 __all__ = ["app", "main"]
@@ -119,10 +119,7 @@ def train(
     try:
         from .train import train_model
     except ImportError as exc:
-        raise UserError(
-            f"training libraries are not installed ({exc.name})",
-            hint="install the `train` extra: `make install` or `uv sync --extra train`",
-        ) from None
+        raise MissingExtraError("training", "train", exc.name) from None
     settings = _settings(
         schema_path=schema,
         processed_dir=processed_dir,
@@ -267,10 +264,7 @@ def serve(
     try:
         from .serving.server import run
     except ImportError as exc:
-        raise UserError(
-            f"serving libraries are not installed ({exc.name})",
-            hint="install the `serve` extra: `make install` or `uv sync --extra serve`",
-        ) from None
+        raise MissingExtraError("serving", "serve", exc.name) from None
     settings = _settings(
         host=host, port=port, workers=workers, model_dir=model_dir, model_download=model_download
     )

@@ -32,7 +32,7 @@ import polars as pl
 
 from ._fs import current_version
 from .batch import CHUNK_ROWS, BatchPlan, check_output, plan_file, read_error
-from .errors import DataFileError, Error, UserError
+from .errors import DataFileError, Error, MissingExtraError, UserError
 from .inference import OnnxModel
 
 __all__ = ["LOCAL_SCHEDULERS", "local_cluster", "predict_distributed"]
@@ -99,11 +99,8 @@ def predict_distributed(
     """
     try:
         from dask.delayed import delayed
-    except ImportError:
-        raise UserError(
-            "Dask is not installed",
-            hint="install the `dask` extra: `make install`, or `uv sync --extra dask`",
-        ) from None
+    except ImportError as exc:
+        raise MissingExtraError("scoring on Dask", "dask", exc.name) from None
     if scheduler not in LOCAL_SCHEDULERS and not scheduler.startswith(("tcp://", "tls://")):
         raise UserError(
             f"--scheduler: {scheduler!r} is not a scheduler",
@@ -197,11 +194,8 @@ def _compute(
 def _client(address: str) -> Iterator[Any]:
     try:
         from distributed import Client
-    except ImportError:
-        raise UserError(
-            "dask.distributed is not installed",
-            hint="install the `dask` extra: `make install`, or `uv sync --extra dask`",
-        ) from None
+    except ImportError as exc:
+        raise MissingExtraError("scoring on a Dask cluster", "dask", exc.name) from None
     try:
         client = Client(address, timeout="10s")
     except OSError as exc:

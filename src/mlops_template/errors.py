@@ -8,7 +8,8 @@ Error                              base of every error raised on purpose
 │   ├── DataSchemaError            a data file's columns or values break the dataset schema
 │   ├── ModelNotFoundError         no trained model where one was expected
 │   ├── ModelIntegrityError        the ONNX file does not match its model card
-│   └── InputValidationError       inference inputs break the model's feature schema
+│   ├── InputValidationError       inference inputs break the model's feature schema
+│   └── MissingExtraError          a command needs an extra that is not installed
 ├── ModelOutputError               the model gave an answer its card does not allow (a bug)
 └── ApiError                       an HTTP answer other than 200: status, detail, headers
 ```
@@ -32,6 +33,7 @@ __all__ = [
     "Error",
     "InputValidationError",
     "Issue",
+    "MissingExtraError",
     "ModelIntegrityError",
     "ModelNotFoundError",
     "ModelOutputError",
@@ -132,6 +134,16 @@ class ModelIntegrityError(UserError, ValueError):
     """The ONNX file does not match its model card (truncated, tampered or mismatched)."""
 
     hint = "retrain with `make train` so the model and its card are written together"
+
+
+class MissingExtraError(UserError, ImportError):
+    """A command needs one of the package's extras (`train`, `serve`, ...) that is not installed."""
+
+    def __init__(self, what: str, extra: str, missing: str | None) -> None:
+        super().__init__(
+            f"{what} needs the `{extra}` extra, which is not installed ({missing or extra})",
+            hint=f"install it: `make install`, or `uv sync --extra {extra}`",
+        )
 
 
 class ModelOutputError(Error):

@@ -29,6 +29,7 @@ from .settings import ENV_PREFIX
 __all__ = [
     "ColumnSpec",
     "DatasetSchema",
+    "Frozen",
     "ModelSpec",
     "SplitSpec",
     "canonical_number",
@@ -67,11 +68,14 @@ def _canonical_categories(value: Any) -> Any:
     return out
 
 
-class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Frozen(BaseModel):
+    """A record read from a file the user or training wrote: unknown keys are errors, and it
+    never changes once read."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
 
 
-class ColumnSpec(_Frozen):
+class ColumnSpec(Frozen):
     """One column: its type, whether it may be missing, and its allowed values."""
 
     name: Name
@@ -128,7 +132,7 @@ class ColumnSpec(_Frozen):
             return False
 
 
-class SplitSpec(_Frozen):
+class SplitSpec(Frozen):
     """How rows are split into training and held-out test sets."""
 
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
@@ -138,7 +142,7 @@ class SplitSpec(_Frozen):
 ClassWeight = Literal["balanced"] | None
 
 
-class LinearModel(_Frozen):
+class LinearModel(Frozen):
     """Logistic regression (classification) or ridge regression, on scaled inputs."""
 
     type: Literal["linear"] = "linear"
@@ -147,7 +151,7 @@ class LinearModel(_Frozen):
     class_weight: ClassWeight = None
 
 
-class RandomForestModel(_Frozen):
+class RandomForestModel(Frozen):
     """A random forest of decision trees."""
 
     type: Literal["random_forest"]
@@ -157,7 +161,7 @@ class RandomForestModel(_Frozen):
     class_weight: ClassWeight = None
 
 
-class GradientBoostingModel(_Frozen):
+class GradientBoostingModel(Frozen):
     """Gradient-boosted decision trees (scikit-learn's `GradientBoosting*`)."""
 
     type: Literal["gradient_boosting"]
@@ -173,7 +177,7 @@ ModelSpec = Annotated[
 ]
 
 
-class DatasetSchema(_Frozen):
+class DatasetSchema(Frozen):
     """A tabular dataset: where it is, its target, its features and what to ignore."""
 
     name: Name

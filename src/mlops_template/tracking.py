@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from .card import CARD_FILE, MODEL_FILE, ModelCard
-from .errors import UserError
+from .errors import MissingExtraError, UserError
 
 __all__ = ["log_evaluation", "log_training"]
 
@@ -33,11 +33,8 @@ def _mlflow(uri: str, experiment: str) -> Iterator[Any]:
     """MLflow, pointed at the store and the experiment; a clear error where it cannot be."""
     try:
         import mlflow
-    except ImportError:
-        raise UserError(
-            "experiment tracking needs MLflow, which is not installed",
-            hint="install the `track` extra: `make install`, or `uv sync --extra track`",
-        ) from None
+    except ImportError as exc:
+        raise MissingExtraError("experiment tracking", "track", exc.name) from None
     for name in ("mlflow", "alembic"):  # their start-up chatter; warnings still show
         logging.getLogger(name).setLevel(logging.WARNING)
     try:

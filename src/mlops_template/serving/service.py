@@ -59,6 +59,13 @@ class ModelService:
         """The model's inputs, in order."""
         return self.card.feature_names
 
+    def serving(self) -> tuple[OnnxModel, MicroBatcher]:
+        """The model and its batcher once the model is loaded and has passed its smoke test;
+        until then a 503 that asks the client to retry."""
+        if not self.ready or self.model is None or self.batcher is None:
+            raise ApiError(503, ["model not ready"], {"Retry-After": "1"})
+        return self.model, self.batcher
+
 
 class JSONBytesResponse(Response):
     """A response whose body is already JSON bytes (made by orjson)."""
@@ -69,8 +76,7 @@ class JSONBytesResponse(Response):
 async def get_service(request: Request) -> ModelService:
     """The process's model service, once the model is loaded and has passed its smoke test."""
     service: ModelService = request.app.state.service
-    if not service.ready:
-        raise ApiError(503, ["model not ready"], {"Retry-After": "1"})
+    service.serving()
     return service
 
 

@@ -26,8 +26,7 @@ async def live() -> dict[str, str]:
 @router.get("/health/ready", summary="Readiness", responses=error_responses(503))
 async def ready(request: Request) -> dict[str, str]:
     """200 once the model is loaded and a smoke prediction passed; send traffic only then."""
-    if not request.app.state.service.ready:
-        raise ApiError(503, ["model not ready"], {"Retry-After": "1"})
+    request.app.state.service.serving()
     return {"status": "ready"}
 
 

@@ -185,16 +185,15 @@ async def predict_json(
     service: ModelService, codec: RecordsCodec, content_type: str, body: bytes
 ) -> bytes:
     """The whole of `/predict`, from the raw body to the JSON answer; raises `ApiError`."""
-    if not service.ready or service.model is None or service.batcher is None:
-        raise ApiError(503, ["model not ready"], {"Retry-After": "1"})
+    model, batcher = service.serving()
     check_json_content_type(content_type)
     columns = codec.read(body)
     try:
-        feed = service.model.read(columns, row_label="record")
+        feed = model.read(columns, row_label="record")
     except InputValidationError as exc:
         raise ApiError(422, [str(issue) for issue in exc.issues[:MAX_LINES]]) from None
     rows = len(columns[service.feature_names[0]])
-    prediction = await service.batcher.predict(feed, rows)
+    prediction = await batcher.predict(feed, rows)
     service.metrics.predicted(prediction)
     return codec.write(prediction)
 

@@ -276,8 +276,7 @@ async def live() -> dict[str, bool]:
 @router.get("/health/ready", summary="Readiness (v2)", responses=error_responses(503, v2=True))
 async def ready(request: Request) -> dict[str, bool]:
     """True once the model is loaded and a smoke prediction passed; 503 otherwise."""
-    if not request.app.state.service.ready:
-        raise ApiError(503, ["model not ready"], {"Retry-After": "1"})
+    request.app.state.service.serving()
     return {"ready": True}
 
 
@@ -355,13 +354,12 @@ async def infer(request: Request, service: ServiceDep) -> Response:
             ],
         )
     columns, rows = _columns(parsed, card, service.schemas.max_rows, _tensor_values(parsed, binary))
-    assert service.model is not None
-    assert service.batcher is not None
+    model, batcher = service.serving()
     try:
-        feed = service.model.read(columns, nan_is_missing=True)
+        feed = model.read(columns, nan_is_missing=True)
     except InputValidationError as exc:
         raise ApiError(422, [str(issue) for issue in exc.issues[:MAX_LINES]]) from None
-    prediction = await service.batcher.predict(feed, rows)
+    prediction = await batcher.predict(feed, rows)
     service.metrics.predicted(prediction)
     tensors: list[tuple[str, str, list[int], Any]] = []
     if prediction.values is not None:

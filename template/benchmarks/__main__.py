@@ -1,1 +1,0 @@
-../../benchmarks/__main__.py
