@@ -1,11 +1,13 @@
-"""The server under a bounded local load, against the bare floor and against MLServer.
+"""The server under a bounded local load, with `/predict` and v2, at batch 1 and 1024.
 
-Three servers on the same `model.onnx`, each one process with one worker pinned to core 0:
-ours; the bare floor (`benchmarks/reference.py`: orjson, numpy columns, one onnxruntime call,
-no checks); and MLServer 1.7.1 with a minimal custom runtime (`benchmarks/mlserver_runtime.py`),
-installed by uv in an environment of its own under `.bench/` (skipped, and said so, when that
-install fails). The load generator is this process, pinned to core 1, talking to 127.0.0.1
-only; every run is bounded in time. Each figure is the median of alternating rounds.
+Each server runs on the same `model.onnx` as one process with one worker pinned to core 0. The
+template's own repository adds its yardsticks where their files are present (a project does not
+carry them): the bare floor (`benchmarks/reference.py`: orjson, numpy columns, one onnxruntime
+call, no checks) and MLServer 1.7.1 with a minimal custom runtime
+(`benchmarks/mlserver_runtime.py`), installed by uv in an environment of its own under `.bench/`
+(skipped, and said so, when that install fails). The load generator is this process, pinned to
+core 1, talking to 127.0.0.1 only; every run is bounded in time. Each figure is the median of
+alternating rounds.
 """
 
 from __future__ import annotations
@@ -59,6 +61,15 @@ SERVES = {
     "bare": (PREDICT_1, PREDICT_1024),
     "mlserver": (V2_1, V2_1024),
 }
+# The yardsticks, measured where their files are (the template's own repository).
+YARDSTICKS = {
+    "bare": Path(__file__).with_name("reference.py"),
+    "mlserver": Path(__file__).with_name("mlserver_runtime.py"),
+}
+
+
+def _present(name: str) -> bool:
+    return name not in YARDSTICKS or YARDSTICKS[name].is_file()
 
 
 @dataclass(frozen=True)
@@ -283,8 +294,11 @@ def bench_serving(
     of `duration` seconds a run, each figure the median of its rounds; MLServer too if `peer`."""
     card = load_card(current_version(model_dir) / CARD_FILE)
     requests = _requests(card)
+    peer = peer and _present("mlserver")
     mlserver, why = _mlserver_env() if peer else (None, "a quick run leaves it out")
-    servers = [name for name in SERVES if name != "mlserver" or mlserver is not None]
+    servers = [
+        name for name in SERVES if _present(name) and (name != "mlserver" or mlserver is not None)
+    ]
     runs: dict[tuple[str, Scenario], list[Result]] = {}
     with contextlib.suppress(AttributeError, OSError):
         os.sched_setaffinity(0, {1})  # the load generator on core 1, the servers on core 0
@@ -315,15 +329,15 @@ def bench_serving(
         )
 
     print(
-        f"\n## Serving (one worker on one core, {CONNECTIONS} connections, asyncio client on "
-        f"the other core; median of {rounds} rounds of {duration:g} s)"
+        f"\n## Serving `{card.name}` (one worker on one core, {CONNECTIONS} connections, "
+        f"asyncio client on the other core; median of {rounds} rounds of {duration:g} s)"
     )
-    if mlserver is None:
+    if mlserver is None and _present("mlserver"):
         print(f"MLServer not measured: {why}")
     header = ("scenario", "server", "req/s", "rows/s", "p50 ms", "p99 ms", "fail")
     print("{:22} {:9} {:>9} {:>11} {:>8} {:>8} {:>5}".format(*header))
     for name, scenarios in SERVES.items():
-        for scenario in scenarios:
+        for scenario in scenarios if _present(name) else ():
             r = median(name, scenario)
             figures = (r.rps, r.rps * scenario.rows, r.p50_ms, r.p99_ms, r.failures)
             print(
@@ -337,33 +351,10 @@ def bench_serving(
     def bare(scenario: Scenario) -> Result:
         return median("bare", scenario)
 
-    def peer(scenario: Scenario) -> Result:
+    def theirs(scenario: Scenario) -> Result:
         return median("mlserver", scenario)
 
     targets = [
-        Target(
-            "/predict b1 req/s, ours / bare", ours(PREDICT_1).rps / bare(PREDICT_1).rps, 1.0, True
-        ),
-        Target(
-            "/predict b1 p50, ours / bare",
-            ours(PREDICT_1).p50_ms / bare(PREDICT_1).p50_ms,
-            1.3,
-            False,
-        ),
-        Target(
-            "/predict b1 p99, ours / bare",
-            ours(PREDICT_1).p99_ms / bare(PREDICT_1).p99_ms,
-            3.0,
-            False,
-        ),
-        Target(
-            "/predict b1024 rows/s, ours / bare",
-            ours(PREDICT_1024).rps / bare(PREDICT_1024).rps,
-            0.8,
-            True,
-        ),
-        Target("v2 b1 req/s, ours / MLServer", ours(V2_1).rps / peer(V2_1).rps, 3.0, True),
-        Target("v2 b1024 req/s, ours / MLServer", ours(V2_1024).rps / peer(V2_1024).rps, 2.0, True),
         Target("v2 / /predict req/s at b1 (ours)", ours(V2_1).rps / ours(PREDICT_1).rps, 0.8, True),
         Target(
             "v2 / /predict req/s at b1024 (ours)",
@@ -372,6 +363,43 @@ def bench_serving(
             True,
         ),
     ]
+    if _present("bare"):
+        targets += [
+            Target(
+                "/predict b1 req/s, ours / bare",
+                ours(PREDICT_1).rps / bare(PREDICT_1).rps,
+                1.0,
+                True,
+            ),
+            Target(
+                "/predict b1 p50, ours / bare",
+                ours(PREDICT_1).p50_ms / bare(PREDICT_1).p50_ms,
+                1.3,
+                False,
+            ),
+            Target(
+                "/predict b1 p99, ours / bare",
+                ours(PREDICT_1).p99_ms / bare(PREDICT_1).p99_ms,
+                3.0,
+                False,
+            ),
+            Target(
+                "/predict b1024 rows/s, ours / bare",
+                ours(PREDICT_1024).rps / bare(PREDICT_1024).rps,
+                0.8,
+                True,
+            ),
+        ]
+    if _present("mlserver"):
+        targets += [
+            Target("v2 b1 req/s, ours / MLServer", ours(V2_1).rps / theirs(V2_1).rps, 3.0, True),
+            Target(
+                "v2 b1024 req/s, ours / MLServer",
+                ours(V2_1024).rps / theirs(V2_1024).rps,
+                2.0,
+                True,
+            ),
+        ]
     failed = sum(r.failures for results in runs.values() for r in results)
     for target in targets:
         print(target.line())

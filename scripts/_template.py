@@ -23,7 +23,10 @@ GENERATOR_ONLY = (
     "CHANGELOG.md",
     ".github/workflows/template-",
     ".github/workflows/release",
+    # The benchmarks' yardsticks: a project's `make bench` measures its own model and server.
     "benchmarks/pandas_baseline.py",
+    "benchmarks/reference.py",
+    "benchmarks/mlserver_runtime.py",
     # The template's own tests of the package, on its fixtures: the penguin table of bad
     # requests, the codecs held against each other, the contract on renamed penguins, the text
     # and second-dataset examples, and the guarantees against foreign clients (the stock Triton

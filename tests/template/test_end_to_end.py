@@ -158,8 +158,10 @@ def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path)
     bench = make("bench", "QUICK=1")
     assert "ratio to floor" in bench
     assert "I/O and model alone" in bench
-    assert "## Serving" in bench
-    assert "ratio /predict b1024 rows/s, ours / bare" in bench
+    assert "## Serving `odd`" in bench  # the project's own model, by its name
+    assert "ratio v2 / /predict req/s at b1 (ours)" in bench
+    assert "bare" not in bench  # the template's yardsticks stay in the template
+    assert "MLServer" not in bench
     card = json.loads((path / "models" / "current" / "model.json").read_text())
     assert list(card["inputs"]) == list(RENAMED.values())
     with make_serve(path, "OWN_DATA_PORT") as url:

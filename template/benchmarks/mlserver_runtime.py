@@ -1,1 +1,0 @@
-../../benchmarks/mlserver_runtime.py
