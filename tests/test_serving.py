@@ -255,6 +255,19 @@ def test_middleware_and_dependency_overrides_apply_to_predict(
     assert refused_v2.status_code == 401
 
 
+def test_docs_show_errors_as_the_server_words_them(api: TestClient, card: ModelCard) -> None:
+    """The error examples in /docs are what the server answers for the model's own first
+    feature, in the server's own words."""
+    first = card.feature_names[0]
+    record = {**card.example, first: True}
+    served = api.post("/predict", json={"records": [record]}).json()["detail"]
+    components = api.get("/openapi.json").json()["components"]["schemas"]
+    assert components["ErrorResponse"]["properties"]["detail"]["examples"] == [served]
+    example = components["InferErrorResponse"]["properties"]["error"]["examples"][0]
+    assert example == served[0].replace("(record 0)", "(row 0)")
+    assert example.startswith(f"column '{first}': ")
+
+
 def test_docs_work_with_no_network(api: TestClient) -> None:
     """Swagger UI comes from the package's own copy, not from a CDN."""
     import re

@@ -33,7 +33,7 @@ from .batching import InFlight, MicroBatcher
 from .metrics import ServingMetrics
 from .middleware import ServingMiddleware
 from .routes import health, predict, v2
-from .schemas import ErrorResponse, PredictSchemas, infer_request_schema
+from .schemas import ErrorResponse, PredictSchemas, fault_example, infer_request_schema
 from .service import JSONBytesResponse, ModelService, error_body
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -128,6 +128,12 @@ def _openapi(app: FastAPI, schemas: PredictSchemas) -> Any:
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
+            # Errors as this server words them, about this model's own first feature.
+            detail = components["ErrorResponse"]["properties"]["detail"]
+            detail["examples"] = [[fault_example(schemas.card, "record")]]
+            if "InferErrorResponse" in components:
+                example = fault_example(schemas.card, "row")
+                components["InferErrorResponse"]["properties"]["error"]["examples"] = [example]
             # v2: this model's tensors, and its name as the only one the paths take.
             components["InferRequest"] = infer_request_schema(schemas.card, schemas.max_rows)
             for path in document.get("paths", {}).values():

@@ -13,6 +13,7 @@ import msgspec
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model, with_config
 from typing_extensions import TypedDict
 
+from .. import contract
 from ..card import ModelCard
 from ..schema import ColumnSpec
 
@@ -29,6 +30,7 @@ __all__ = [
     "ReadInferRequest",
     "ServerMetadata",
     "TensorMetadata",
+    "fault_example",
     "infer_request_schema",
     "output_names",
 ]
@@ -191,13 +193,20 @@ class PredictSchemas:
         )
 
 
+def fault_example(card: ModelCard, row_label: str) -> str:
+    """The message the contract gives for `true` sent as the model's first feature: an example,
+    in the server's own words and the user's own column name, for `/docs`."""
+    spec = card.features[0]
+    faults = contract.check([contract.read_values(spec, [True])])
+    (issue,) = contract.issues(faults, lambda column, rows: "True", row_label=row_label)
+    return str(issue)
+
+
 class ErrorResponse(BaseModel):
     """Every error: one line per problem, naming the row and field, and the request id."""
 
     model_config = _STRICT
-    detail: list[str] = Field(
-        examples=[["records[0].bill_length_mm: Input should be a finite number"]]
-    )
+    detail: list[str]
     request_id: str | None = None
 
 
@@ -205,7 +214,7 @@ class InferErrorResponse(BaseModel):
     """An Open Inference Protocol error: one message, as its clients expect."""
 
     model_config = _STRICT
-    error: str = Field(examples=["column 'bill_length_mm': below the minimum 20 (row 0)"])
+    error: str
 
 
 Datatype = Literal[
