@@ -15,9 +15,10 @@ Number-like categories (`categories = [1, 2]`) match any spelling of the number:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from itertools import chain, repeat
+from functools import cache
+from itertools import repeat
 from typing import Any, cast
 
 import numpy as np
@@ -34,7 +35,6 @@ __all__ = [
     "UNKNOWN",
     "Column",
     "Fault",
-    "JsonReader",
     "castable",
     "check",
     "describe_values",
@@ -109,6 +109,35 @@ def expected(spec: ColumnSpec) -> str:
     }[spec.type]
 
 
+@dataclass(frozen=True)
+class _Messages:
+    """What `check` says of each fault of one column, written once per spec."""
+
+    missing: str
+    unreadable: str
+    unknown: str
+    unknown_label: str  # of the target, whose categories are its labels
+    not_finite: str
+    not_whole: str
+    below: str
+    above: str
+
+
+@cache
+def _messages(spec: ColumnSpec) -> _Messages:
+    allowed = _listing(spec.categories or ())
+    return _Messages(
+        missing="missing value, but the schema says nullable = false",
+        unreadable=f"expected {expected(spec)}",
+        unknown=f"unknown category; expected one of: {allowed}",
+        unknown_label=f"unknown label; expected one of: {allowed}",
+        not_finite="not a finite number",
+        not_whole="expected a whole number",
+        below=f"below the minimum {spec.min:g}" if spec.min is not None else "",
+        above=f"above the maximum {spec.max:g}" if spec.max is not None else "",
+    )
+
+
 def _listing(values: Sequence[str]) -> str:
     shown = ", ".join(values[:_LISTED])
     return shown + (f" and {len(values) - _LISTED} more" if len(values) > _LISTED else "")
@@ -135,18 +164,18 @@ def check(columns: Iterable[Column], *, allow_null: Iterable[str] = ()) -> list[
 
     for column in columns:
         spec = column.spec
+        says = _messages(spec)
         if not spec.nullable and spec.name not in lenient:
-            add(spec, column.null, "missing value, but the schema says nullable = false", False)
-        add(spec, column.unreadable, f"expected {expected(spec)}")
+            add(spec, column.null, says.missing, False)
+        add(spec, column.unreadable, says.unreadable)
         if column.texts is not None:
             continue  # any string is a text
         if column.codes is not None:
-            noun = "label" if spec.name in lenient else "category"
-            allowed = _listing(spec.categories or ())
             unknown = column.codes == UNKNOWN
             if column.unreadable is not None:
                 unknown &= ~column.unreadable
-            add(spec, unknown, f"unknown {noun}; expected one of: {allowed}")
+            unknown_message = says.unknown_label if spec.name in lenient else says.unknown
+            add(spec, unknown, unknown_message)
             continue
         numbers = column.numbers
         assert numbers is not None
@@ -167,13 +196,13 @@ def check(columns: Iterable[Column], *, allow_null: Iterable[str] = ()) -> list[
             if mask is not None:
                 known &= ~mask
         finite = np.isfinite(numbers)
-        add(spec, known & ~finite, "not a finite number")
+        add(spec, known & ~finite, says.not_finite)
         if spec.type == "integer":
-            add(spec, finite & (numbers != np.floor(numbers)), "expected a whole number")
+            add(spec, finite & (numbers != np.floor(numbers)), says.not_whole)
         if spec.min is not None:
-            add(spec, finite & (numbers < spec.min), f"below the minimum {spec.min:g}")
+            add(spec, finite & (numbers < spec.min), says.below)
         if spec.max is not None:
-            add(spec, finite & (numbers > spec.max), f"above the maximum {spec.max:g}")
+            add(spec, finite & (numbers > spec.max), says.above)
     return faults
 
 
@@ -211,17 +240,20 @@ def encode(column: Column) -> npt.NDArray[Any]:
     return column.numbers.astype(np.float32).reshape(-1, 1)
 
 
+@cache
 def levels(spec: ColumnSpec) -> npt.NDArray[Any]:
     """A category's labels, then its missing level, as the graph's string input, to gather by
-    code: UTF-8 bytes of a fixed width that leaves room for a closing NUL.
+    code: UTF-8 bytes of a fixed width that leaves room for a closing NUL (read-only, made once
+    per spec).
 
     onnxruntime copies such bytes straight into its strings, up to the first NUL (no label
-    holds one: the schema refuses control characters); Python strings cost it a conversion
-    per value, holding the GIL (measured on a linear model: 23% of its run on a million rows
-    in 50,000-row calls, 38% in 1,024-row calls).
+    holds one: the schema refuses control characters); Python strings would cost it a
+    conversion per value, holding the GIL.
     """
     encoded = [label.encode() for label in (*(spec.categories or ()), MISSING_CATEGORY)]
-    return np.array(encoded, dtype=f"S{max(map(len, encoded)) + 1}")
+    table = np.array(encoded, dtype=f"S{max(map(len, encoded)) + 1}")
+    table.flags.writeable = False
+    return table
 
 
 # --- Reading JSON values (the API) -----------------------------------------------------------
@@ -230,6 +262,7 @@ _NUMBER_KINDS = frozenset({float, int})
 _NONE = type(None)
 
 
+@cache
 def _lookup(spec: ColumnSpec, nan_is_missing: bool = False) -> dict[Any, int]:
     table: dict[Any, int] = {c: i for i, c in enumerate(spec.categories or ())}
     if spec.number_like:
@@ -350,130 +383,6 @@ def describe_values(values: Sequence[Any], rows: Sequence[int]) -> str:
             text = text if len(text) <= 40 else text[:37] + "..."
         shown[text] = None
     return ", ".join(list(shown)[:3])
-
-
-class JsonReader:
-    """The contract for one set of features, compiled once, for JSON values (the API).
-
-    `fast` reads and checks every column at once when every value is good, which is nearly
-    always: the numbers of all numeric features in one float64 matrix, checked against every
-    feature's bounds in one comparison, the categories through lookup tables, all in C. It
-    decides only *that* the rows pass; when one does not, it returns None and `read_values` and
-    `check` find and describe each fault, as for every other source.
-    """
-
-    def __init__(self, specs: Sequence[ColumnSpec], *, nan_is_missing: bool = False) -> None:
-        self.specs = tuple(specs)
-        self.nan_is_missing = nan_is_missing  # as in `read_values`
-        self._numeric = [s for s in specs if s.is_numeric]
-        self._categories = [
-            (s, _lookup(s, nan_is_missing), s.number_like) for s in specs if s.type == "category"
-        ]
-        self._texts = [s for s in specs if s.type == "text"]
-        # Unbounded as in `check`: the largest finite floats, which an infinity exceeds.
-        self._lower = np.array([[-_FLOAT_MAX if s.min is None else s.min] for s in self._numeric])
-        self._upper = np.array([[_FLOAT_MAX if s.max is None else s.max] for s in self._numeric])
-        self._whole = np.array([s.type == "integer" for s in self._numeric])
-        self._nullable = np.array([[s.nullable] for s in self._numeric])
-        self._named = {s.name: frozenset(s.categories or ()) for s in specs if s.categories}
-        self._levels = {s.name: levels(s) for s in specs if s.categories}
-
-    def fast(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, npt.NDArray[Any]] | None:
-        """Every column encoded for the model ([n, 1] each, by feature name), or None if any
-        value breaks the contract (then read them one by one for the messages)."""
-        if len(columns[self.specs[0].name]) == 1:
-            return self._one(columns)
-        out: dict[str, npt.NDArray[Any]] = {}
-        if self._numeric:
-            values = [columns[s.name] for s in self._numeric]
-            kinds = set(map(type, chain.from_iterable(values)))
-            if not kinds <= _NUMBER_KINDS | {_NONE}:
-                return None
-            try:
-                matrix = np.array(values, dtype=np.float64)  # None becomes NaN
-            except (OverflowError, ValueError):
-                return None
-            good = (matrix >= self._lower) & (matrix <= self._upper)
-            if self._whole.any():
-                whole = matrix[self._whole]
-                good[self._whole] &= whole == np.floor(whole)
-            if _NONE in kinds or self.nan_is_missing:
-                good |= np.isnan(matrix) & self._nullable
-            if not good.all():
-                return None
-            narrow = matrix.astype(np.float32)
-            for i, spec in enumerate(self._numeric):
-                out[spec.name] = narrow[i].reshape(-1, 1)
-        for spec, lookup, number_like in self._categories:
-            raw = columns[spec.name]
-            try:
-                # The usual case: every value is one of the categories, spelt as in the card.
-                named = set(raw) <= self._named[spec.name]
-            except TypeError:  # an unhashable value (a list, an object): not a category
-                return None
-            if named:
-                out[spec.name] = np.array(raw, dtype=object).reshape(-1, 1)
-                continue
-            kinds = set(map(type, raw))
-            if not kinds <= ({str, _NONE} | (_NUMBER_KINDS if number_like else set())):
-                return None
-            codes = np.fromiter(map(lookup.get, raw, repeat(UNKNOWN)), np.int32, len(raw))
-            if (codes == UNKNOWN).any() or (not spec.nullable and (codes == NULL).any()):
-                return None
-            out[spec.name] = self._levels[spec.name][codes].reshape(-1, 1)
-        for spec in self._texts:
-            raw = columns[spec.name]
-            kinds = set(map(type, raw))
-            if not kinds <= ({str, _NONE} if spec.nullable else {str}):
-                return None
-            texts = _read_texts(spec, raw, kinds).texts
-            assert texts is not None
-            out[spec.name] = texts.reshape(-1, 1)
-        return out
-
-    def _one(self, columns: Mapping[str, Sequence[Any]]) -> dict[str, npt.NDArray[Any]] | None:
-        """`fast` for one row: the same rules on plain floats (numpy costs more than the check
-        for a single value)."""
-        out: dict[str, npt.NDArray[Any]] = {}
-        for spec in self._numeric:
-            value = columns[spec.name][0]
-            if value is None or (self.nan_is_missing and value != value):  # NaN != NaN
-                if not spec.nullable:
-                    return None
-                out[spec.name] = np.array([[math.nan]], dtype=np.float32)
-                continue
-            if type(value) not in _NUMBER_KINDS or not math.isfinite(value):
-                return None
-            if (spec.min is not None and value < spec.min) or (
-                spec.max is not None and value > spec.max
-            ):
-                return None
-            if spec.type == "integer" and value != math.floor(value):
-                return None
-            out[spec.name] = np.array([[value]], dtype=np.float32)
-        for spec, lookup, number_like in self._categories:
-            value = columns[spec.name][0]
-            kind = type(value)
-            if (
-                kind is not str
-                and value is not None
-                and not (number_like and kind in _NUMBER_KINDS)
-            ):
-                return None
-            code = lookup.get(value, UNKNOWN)
-            if code == UNKNOWN or (code == NULL and not spec.nullable):
-                return None
-            out[spec.name] = self._levels[spec.name][[code]].reshape(1, 1)  # NULL: the last
-        for spec in self._texts:
-            value = columns[spec.name][0]
-            if value is None and spec.nullable:
-                value = MISSING_TEXT
-            elif type(value) is not str:
-                return None
-            text = np.empty((1, 1), dtype=object)
-            text[0, 0] = value
-            out[spec.name] = text
-        return out
 
 
 # --- Reading Polars columns (files) -----------------------------------------------------------

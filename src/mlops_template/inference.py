@@ -78,8 +78,6 @@ class OnnxModel:
         self.scored_outputs = self._outputs[:1] if card.task == "regression" else self._outputs[1:]
         self._labels = np.array(card.classes or (), dtype=object)
         self._names = set(card.feature_names)
-        self._reader = contract.JsonReader(card.features)
-        self._tensor_reader = contract.JsonReader(card.features, nan_is_missing=True)
         self._check_signature()
 
     @classmethod
@@ -181,11 +179,6 @@ class OnnxModel:
         Every problem is reported at once, by column and 0-based row: a missing or extra
         column, a length mismatch, and whatever the data contract finds.
         """
-        if columns.keys() == self._names and len({len(v) for v in columns.values()}) == 1:
-            reader = self._tensor_reader if nan_is_missing else self._reader
-            fast = reader.fast(columns)  # every value good: encoded at once
-            if fast is not None and len(next(iter(fast.values()), ())):
-                return {self.card.inputs[name]: array for name, array in fast.items()}
         names = self.card.feature_names
         issues = [
             Issue(n, "missing; the model needs this feature") for n in names if n not in columns
