@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import contract
 from ._fs import current_version, publish_or_explain, sha256_file
-from .contract import MISSING_CATEGORY, MISSING_TEXT
 from .errors import DataFileError, DataSchemaError, Issue, first_line
 from .schema import ColumnSpec, DatasetSchema
 
@@ -468,22 +467,19 @@ def load_prepared(
 def to_model_inputs(
     frame: pl.DataFrame, features: Sequence[ColumnSpec], names: dict[str, str]
 ) -> dict[str, np.ndarray]:
-    """The ONNX graph's inputs (keyed by `names[feature]`) for checked, typed feature columns.
-
-    Missing numbers become NaN (the graph imputes them), missing categories `MISSING_CATEGORY`
-    and missing texts `MISSING_TEXT` (no terms).
-    """
-    inputs: dict[str, np.ndarray] = {}
-    for spec in features:
-        column = frame.get_column(spec.name)
-        if spec.type == "text":
-            array = column.cast(pl.String).fill_null(MISSING_TEXT).to_numpy().astype(object)
-        elif spec.type == "category":
-            # Through the codes of an Enum: no Python string is made per row.
-            levels = [*(spec.categories or ()), MISSING_CATEGORY]
-            codes = column.fill_null(MISSING_CATEGORY).cast(pl.Enum(levels)).to_physical()
-            array = np.array(levels, dtype=object)[codes.to_numpy()]
-        else:
-            array = column.cast(pl.Float32).fill_null(float("nan")).to_numpy()
-        inputs[names[spec.name]] = array.reshape(-1, 1)
+    """The ONNX graph's inputs (keyed by `names[feature]`) for checked feature columns, encoded
+    by the data contract as every other path encodes them, labels as Python strings: what
+    scikit-learn fits on is what the graph is fed."""
+    prefixes = [_PREFIX.format(i) for i in range(len(features))]
+    read = frame.select(
+        expr
+        for spec, prefix in zip(features, prefixes, strict=True)
+        for expr in contract.polars_exprs(spec, prefix)
+    )
+    inputs = {}
+    for spec, prefix in zip(features, prefixes, strict=True):
+        array = contract.encode(contract.read_polars(spec, read, prefix))
+        if array.dtype.kind == "S":  # category labels, as UTF-8 bytes
+            array = np.char.decode(array, "utf-8").astype(object)
+        inputs[names[spec.name]] = array
     return inputs
