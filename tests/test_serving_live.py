@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,6 +26,7 @@ from mlops_template._fs import current_version
 from mlops_template.card import MODEL_FILE, ModelCard
 from mlops_template.data import TEST_FILE
 from mlops_template.inference import OnnxModel
+from mlops_template.schema import DatasetSchema, LinearModel
 
 pytestmark = pytest.mark.e2e
 STARTUP_SECONDS = 60
@@ -374,3 +376,46 @@ def test_heads_too_large_too_many_or_too_slow_are_refused(
             )
             sock.sendall(head.encode() + big)
             assert _answer(sock).startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.e2e
+def test_every_worker_serves_the_version_the_server_started_with(
+    schema: DatasetSchema, prepared_dir: Path, trained_dir: Path, tmp_path: Path
+) -> None:
+    """With two workers, a model trained while serving and a worker killed: the worker that
+    replaces it loads the version the server resolved at start, as the other one serves."""
+    from mlops_template.train import train_model
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_dir, models, symlinks=True)
+    with serving(models, tmp_path, MLOPS_TEMPLATE_WORKERS="2") as server:
+        started = json.loads(get(f"{server.url}/model")[1])["version"]
+        newer = schema.model_copy(update={"model": LinearModel(C=0.1)})
+        assert train_model(newer, prepared_dir, models).version != started
+        workers = _children(server.process.pid)
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while sum("model ready" in line for line in server.logs()) < 3:  # two, and the new one
+            assert time.monotonic() < deadline, "the killed worker was not replaced"
+            time.sleep(0.1)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        answers = []
+        while len(answers) < 60 and time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                status, body = get(f"{server.url}/model", timeout=2)
+                if status == 200:
+                    answers.append(json.loads(body)["version"])
+        assert answers, "no answer after the restart"
+    assert set(answers) == {started}
+
+
+def _children(pid: int) -> list[int]:
+    """uvicorn's workers under `pid` (spawned; not multiprocessing's tracker), from /proc."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return sorted(found)

@@ -1,7 +1,7 @@
 """The application factory: `create_app(settings)`.
 
-The model card is read when the app is built, so that the request schema and `/docs` match the
-model; the lifespan loads the ONNX file once, checks it against that card, runs a smoke
+The model (the ONNX file, checked against its card) is loaded once, when the app is built, so
+that the request schema and `/docs` match the model served; the lifespan runs a smoke
 prediction and only then marks the server ready.
 """
 
@@ -22,9 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
-from .._fs import current_version
-from ..card import CARD_FILE, load_card
-from ..errors import ApiError, ModelIntegrityError, ModelOutputError
+from ..errors import ApiError, ModelOutputError
 from ..inference import OnnxModel
 from ..settings import Settings
 from . import demo  # [demo]
@@ -41,18 +39,9 @@ __all__ = ["create_app", "create_app_from_env"]
 log = logging.getLogger(__name__.rsplit(".", 1)[0])
 
 
-def _lifespan(settings: Settings, service: ModelService) -> Any:
+def _lifespan(settings: Settings, service: ModelService, model: OnnxModel) -> Any:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # With `model_download`, the model keeps the bytes it loaded: a client then scores the
-        # very file this process serves, even once a newer training run has pruned it.
-        model = OnnxModel.load(
-            settings.model_dir, threads=settings.threads, keep_file=settings.model_download
-        )
-        if model.card != service.card:
-            raise ModelIntegrityError(
-                f"{model.path}: the model changed while the server was starting"
-            )
         model.check_outputs()  # a model that cannot predict never becomes ready
         service.model = model
         service.batcher = MicroBatcher(
@@ -173,7 +162,13 @@ def _install_docs(app: FastAPI) -> None:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application for the model in `settings.model_dir`."""
     settings = settings or Settings()
-    card = load_card(current_version(settings.model_dir) / CARD_FILE)
+    # Read once, file and card together: the schema, `/docs` and the answers all come from the
+    # model this process serves. With `model_download` it keeps the bytes it loaded, so a
+    # client scores the very file served, even once a newer training run has pruned it.
+    model = OnnxModel.load(
+        settings.model_dir, threads=settings.threads, keep_file=settings.model_download
+    )
+    card = model.card
     schemas = PredictSchemas(card, max_rows=settings.max_batch_rows)
     metrics = ServingMetrics(card)
     inflight = InFlight()
@@ -191,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             f"{card.estimator}) with onnxruntime. `POST /predict` takes records keyed by feature; "
             "the Open Inference Protocol (v2) is under `/v2`."
         ),
-        lifespan=_lifespan(settings, service),
+        lifespan=_lifespan(settings, service, model),
         telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
         docs_url=None,  # served below from vendored files: FastAPI's page loads them from a CDN
         redoc_url=None,
@@ -218,11 +213,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """The factory uvicorn calls in each worker: settings from the environment."""
+    from .server import configure_protocol
+
     settings = Settings()
-    try:
-        from .protocol import configure
-    except ImportError:  # no httptools (Windows): uvicorn's h11 protocol, with its own limits
-        pass
-    else:
-        configure(settings.max_head_bytes, settings.max_headers, settings.head_timeout)
+    configure_protocol(settings)
     return create_app(settings)

@@ -12,9 +12,10 @@ import uvicorn
 
 from ..inference import OnnxModel
 from ..settings import ENV_PREFIX, Settings
+from .app import create_app
 from .logs import logging_config
 
-__all__ = ["run"]
+__all__ = ["configure_protocol", "run"]
 
 _FACTORY = f"{__name__.rsplit('.', 1)[0]}.app:create_app_from_env"
 
@@ -22,10 +23,18 @@ _FACTORY = f"{__name__.rsplit('.', 1)[0]}.app:create_app_from_env"
 def run(settings: Settings, *, banner: str | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C, then let requests in flight finish.
 
-    The model is loaded once here first, so that a missing or damaged model stops the command
-    with one clear error before any port is opened or worker started.
+    The model is loaded here first, so that a missing or damaged model stops the command with
+    one clear error before any port is opened or worker started. One process serves that very
+    app; several workers each load the version resolved here, so a worker started later (a
+    respawn after a crash) serves the same model as the others, not one trained since.
     """
-    OnnxModel.load(settings.model_dir, threads=settings.threads)
+    if settings.workers == 1:
+        configure_protocol(settings)
+        app: Any = create_app(settings)
+    else:
+        model = OnnxModel.load(settings.model_dir, threads=settings.threads)
+        settings = settings.model_copy(update={"model_dir": model.path.parent})
+        app = _FACTORY
     if banner:
         print(banner, file=sys.stderr, flush=True)
     # Workers build their app from the environment: hand them these settings, CLI options included.
@@ -39,8 +48,8 @@ def run(settings: Settings, *, banner: str | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stopped)
     uvicorn.run(
-        _FACTORY,
-        factory=True,
+        app,
+        factory=isinstance(app, str),
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
@@ -55,6 +64,15 @@ def run(settings: Settings, *, banner: str | None = None) -> None:
 
 def _stopped(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
+
+
+def configure_protocol(settings: Settings) -> None:
+    """Set the bounds on request heads for this process's connections (each worker's own)."""
+    try:
+        from .protocol import configure
+    except ImportError:  # no httptools (Windows): uvicorn's h11 protocol, with its own limits
+        return
+    configure(settings.max_head_bytes, settings.max_headers, settings.head_timeout)
 
 
 def _protocol() -> Any:
