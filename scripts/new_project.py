@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: `make install prepare train` failed in {dest}", file=sys.stderr)
         return result.returncode
     print(f"\n{dest} is ready: its model is trained. Next:\n  cd {dest}")
-    print("  make serve    # the demo page at http://127.0.0.1:8000/demo, the API docs at /docs")
+    print("  make serve    # the model server, its API docs at http://127.0.0.1:8000/docs")
     print("  make all      # lint, typecheck, test")
     return 0
 
