@@ -31,9 +31,9 @@ __all__ = [
 
 _OUTPUT_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Rows per chunk. Per-chunk costs (Polars' plan, the sink's hand-over, the GIL) favour large
-# chunks, and since onnxruntime scores in slices of `inference.SLICE` rows whatever the chunk,
-# nothing favours small ones: 100,000 rows is 7-16% faster than 50,000 (alternated), and 10 M
-# rows peak at 340-365 MiB instead of 300-360; 200,000 rows passed 400 MiB.
+# chunks, onnxruntime scores in slices of `inference.SLICE` rows whatever the chunk, and peak
+# memory grows with the chunk: this is the largest that keeps batch predict within the memory
+# target `make bench` checks.
 CHUNK_ROWS = 100_000
 
 
