@@ -278,3 +278,32 @@ def test_the_readme_states_what_a_default_render_holds(tmp_path: Path) -> None:
     expected = "\n".join(f"| {what} | {figure} |" for what, figure in measured.items())
     assert stated == measured, f"the README's table should read:\n{expected}"
     assert float(measured["largest file"].rsplit(", ", 1)[1].split()[0]) < 1.0
+
+
+@pytest.mark.parametrize("options", [{}, EVERY_OPTION], ids=["default", "every option"])
+def test_the_project_readme_names_only_targets_commands_and_settings_it_has(
+    tmp_path: Path, options: dict[str, bool]
+) -> None:
+    """Every `make` target, CLI command and setting a generated README names is one its own
+    Makefile, CLI and settings have."""
+    dest = render(tmp_path / "project", project_name="Readme Check", **options)
+    readme = (dest / "README.md").read_text()
+    spans = re.findall(r"`([^`\n]+)`", readme)
+    spans += [line for block in re.findall(r"(?ms)^```bash\n(.*?)^```", readme) for line in block.splitlines()]
+    targets = set(re.findall(r"^([a-z0-9-]+):", (dest / "Makefile").read_text(), re.M))
+    named = {
+        word
+        for span in spans
+        for words in re.findall(r"(?:^|&& )make((?: [a-z0-9-]+)+)", span)
+        for word in words.split()
+    }
+    assert named, "the README names no make target"
+    assert named <= targets, f"not in the Makefile: {sorted(named - targets)}"
+    package = dest / "src" / "readme_check"
+    cli = (package / "cli.py").read_text()
+    commands = set(re.findall(r"@app\.command\(\)\ndef ([a-z_]+)\(", cli))
+    used = {m for span in spans for m in re.findall(r"^readme-check ([a-z]+)\b", span)}
+    assert used <= commands, f"not a command: {sorted(used - commands)}"
+    fields = set(re.findall(r"(?m)^    ([a-z_]+): ", (package / "settings.py").read_text()))
+    settings = {name.lower() for name in re.findall(r"\bREADME_CHECK_([A-Z_]+)\b", readme)}
+    assert settings <= fields, f"not a setting: {sorted(settings - fields)}"
