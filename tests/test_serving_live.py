@@ -392,13 +392,11 @@ def test_every_worker_serves_the_version_the_server_started_with(
         started = json.loads(get(f"{server.url}/model")[1])["version"]
         newer = schema.model_copy(update={"model": LinearModel(C=0.1)})
         assert train_model(newer, prepared_dir, models).version != started
+        _wait_for_ready_lines(server, 2)  # both workers up (one answering is not both)
         workers = _children(server.process.pid)
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while sum("model ready" in line for line in server.logs()) < 3:  # two, and the new one
-            assert time.monotonic() < deadline, "the killed worker was not replaced"
-            time.sleep(0.1)
+        _wait_for_ready_lines(server, 3)  # and its replacement
         deadline = time.monotonic() + STARTUP_SECONDS
         answers = []
         while len(answers) < 60 and time.monotonic() < deadline:
@@ -408,6 +406,13 @@ def test_every_worker_serves_the_version_the_server_started_with(
                     answers.append(json.loads(body)["version"])
         assert answers, "no answer after the restart"
     assert set(answers) == {started}
+
+
+def _wait_for_ready_lines(server: Server, count: int) -> None:
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while sum("model ready" in line for line in server.logs()) < count:
+        assert time.monotonic() < deadline, "\n".join(server.logs()[-20:])
+        time.sleep(0.1)
 
 
 def _children(pid: int) -> list[int]:
