@@ -80,8 +80,8 @@ typecheck: $(VENV) ## Type-check src/ with mypy (strict)
 	$(RUN) mypy
 
 .PHONY: test
-test: $(VENV) ## Run every test, slow end-to-end ones included
-	$(RUN) pytest
+test: $(VENV) ## Run every test, slow end-to-end ones included (one process per core)
+	$(RUN) pytest -n auto
 
 .PHONY: test-fast
 test-fast: $(VENV) ## Run the tests, skipping the slow end-to-end ones (one process per core)
