@@ -76,7 +76,6 @@ class OnnxModel:
         # probabilities (never its label strings: see `run`).
         self.scored_outputs = self._outputs[:1] if card.task == "regression" else self._outputs[1:]
         self._labels = np.array(card.classes or (), dtype=object)
-        self._names = set(card.feature_names)
         self._check_signature()
 
     @classmethod
