@@ -343,7 +343,8 @@ def test_heads_too_large_too_many_or_too_slow_are_refused(
     trained_dir: Path, tmp_path: Path, card: ModelCard
 ) -> None:
     """Four 32 MiB headers get 431 while the server's memory stays put (httptools would hold
-    each whole); 101 headers get 431; a head that trickles gets 408; others are served."""
+    each whole); 101 headers get 431; a head that trickles gets 408, on a new connection or a
+    kept-alive one; others are served."""
     limits = {"MLOPS_TEMPLATE_HEAD_TIMEOUT": "1"}
     with serving(trained_dir, tmp_path, **limits) as server:
         port = int(server.url.rsplit(":", 1)[1])
@@ -364,6 +365,19 @@ def test_heads_too_large_too_many_or_too_slow_are_refused(
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and then nothing
             answer = _answer(sock)  # within the one-second deadline, not the socket's 30
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+        # The second request of a keep-alive connection is held to the same deadline.
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            first = b""
+            while not first.endswith(b'"live"}'):
+                first += sock.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET /health/live HTTP/1.1\r\n")
+            for _ in range(3):  # a byte at a time, each well within the deadline
+                time.sleep(0.5)
+                sock.sendall(b"X")
+            answer = _answer(sock)
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
         assert post(f"{server.url}/predict", {"records": [card.example]})[0] == 200
         assert get(f"{server.url}/health/ready")[0] == 200

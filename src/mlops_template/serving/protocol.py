@@ -1,124 +1,140 @@
-"""uvicorn's httptools protocol, with bounds on a request's head: its size, its header count,
-and the time it takes to arrive.
+"""Bounds on a request's head (its size, its header count, the time it takes to arrive) in
+front of uvicorn's own HTTP protocol.
 
 httptools keeps a header's bytes until the header ends, and uvicorn sets no limit, so a client
-can make the server hold a 256 MiB header in memory, or trickle one forever. This protocol
-counts the bytes of a request's head as they arrive and answers 431 (Request Header Fields Too
-Large) as soon as they pass `max_head_bytes` or the headers pass `max_headers`, and 408 when a
-head is not complete within `head_timeout` seconds; each closes the connection, so nothing more
-is read. Everything else is uvicorn's own.
+could make the server hold a 256 MiB header in memory, or trickle one forever. `HeadLimits` is
+the asyncio protocol uvicorn runs for each connection (its `http` setting takes one): it watches
+the bytes on their way to uvicorn's `HttpToolsProtocol`, which it wraps, and answers 431
+(Request Header Fields Too Large) as soon as a head passes `max_head_bytes` or its headers pass
+`max_headers`, or 408 when a head is not complete within `head_timeout` seconds. Each refusal
+closes the connection, so nothing more is read. It keeps its own httptools parser to find where
+each request of a keep-alive connection begins; everything else is uvicorn's, untouched.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from typing import Any, cast
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["BoundedHttpToolsProtocol", "configure"]
+__all__ = ["HeadLimits", "configure"]
 
+log = logging.getLogger(__name__.rsplit(".", 1)[0])
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 _LINGER = 2.0  # seconds a refused connection is drained before it is closed
 
 
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
-    """`HttpToolsProtocol` that refuses heads that are too large, too many or too slow."""
+class _TooManyHeadersError(Exception):
+    pass
+
+
+class HeadLimits(asyncio.Protocol):
+    """uvicorn's httptools protocol, behind limits on each request's head."""
 
     max_head_bytes = 64 * 1024
     max_headers = 100
     head_timeout = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._reading_head = True
-        self._head_bytes = 0
-        self._header_count = 0
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._discarding = False
-        self._began = False
-        self._tail = b""  # the last bytes seen, so a head's end split over two chunks is found
+        self.inner = HttpToolsProtocol(*args, **kwargs)
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.watching = True  # until the parser meets something it cannot follow
+        self.reading_head = True
+        self.began = False
+        self.head_bytes = 0
+        self.headers = 0
+        self.tail = b""  # the last bytes seen, so a head's end split over two chunks is found
+        self.timer: asyncio.TimerHandle | None = None
+        self.refused = False
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._start_head_timer()
+    # asyncio's protocol interface, passed on to uvicorn's protocol.
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
+        self.inner.connection_made(self.transport)
+        self._start_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
-        super().connection_lost(exc)
+        self._stop_timer()
+        self.inner.connection_lost(exc)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()  # type: ignore[func-returns-value]
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
 
     def data_received(self, data: bytes) -> None:
-        # uvicorn's own, with the head's bytes counted first and too many headers told apart
-        # from a malformed request (httptools reports both as a parser error).
-        self._unset_keepalive_if_required()
-        if self._discarding:
-            return  # refused: what still arrives is dropped, not buffered
-        if self._reading_head:
-            # Count the head only: a chunk may hold its end and the body that follows.
-            window = self._tail + data
-            end = window.find(b"\r\n\r\n")
-            self._head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self._tail))
-            self._tail = window[-3:]
-            if self._head_bytes > self.max_head_bytes:
-                self._refuse(431, f"request headers larger than {self.max_head_bytes} bytes")
-                return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            if self._header_count > self.max_headers:
-                self._refuse(431, f"more than {self.max_headers} request headers")
-                return
-            message = "Invalid HTTP request received."
-            self.logger.warning(message)
-            self.send_400_response(message)
-        except httptools.HttpParserUpgrade:
-            if self._should_upgrade():
-                self.handle_websocket_upgrade()
-            else:
-                self._unsupported_upgrade_warning()
+        if self.refused:
+            return  # what still arrives is dropped, not buffered
+        if self.watching:
+            if self.reading_head:
+                # Count the head only: a chunk may hold its end and the body that follows.
+                window = self.tail + data
+                end = window.find(b"\r\n\r\n")
+                self.head_bytes += len(data) if end < 0 else max(0, end + 4 - len(self.tail))
+                self.tail = window[-3:]
+                if self.head_bytes > self.max_head_bytes:
+                    self._refuse(431, f"request headers larger than {self.max_head_bytes} bytes")
+                    return
+            try:
+                self.parser.feed_data(data)
+            except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+                if isinstance(exc.__context__, _TooManyHeadersError):
+                    self._refuse(431, f"more than {self.max_headers} request headers")
+                    return
+                self.watching = False  # malformed, or an upgrade: uvicorn's to answer
+                self._stop_timer()
+        self.inner.data_received(data)
+
+    # The watching parser's callbacks: where each request's head begins and ends.
 
     def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._reading_head = True
-        self._began = True
-        self._header_count = 0
-        self._start_head_timer()
+        self.reading_head = self.began = True
+        self.headers = 0
+        self._start_timer()
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_count += 1
-        if self._header_count > self.max_headers:
-            raise ValueError("too many headers")  # stops the parser; told apart above
-        super().on_header(name, value)
+        self.headers += 1
+        if self.headers > self.max_headers:
+            raise _TooManyHeadersError  # stops the parser: refused in `data_received`
 
     def on_headers_complete(self) -> None:
-        self._reading_head = self._began = False
-        self._head_bytes = 0  # the next request's head is counted afresh
-        self._tail = b""
-        self._stop_head_timer()
-        super().on_headers_complete()
+        self.reading_head = self.began = False
+        self.head_bytes = 0  # the next request's head is counted afresh
+        self.tail = b""
+        self._stop_timer()
 
-    def _start_head_timer(self) -> None:
-        self._stop_head_timer()
-        self._head_timer = self.loop.call_later(self.head_timeout, self._head_too_slow)
+    def _start_timer(self) -> None:
+        self._stop_timer()
+        self.timer = self.loop.call_later(self.head_timeout, self._too_slow)
 
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _stop_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
-    def _head_too_slow(self) -> None:
-        self._head_timer = None
-        if self._reading_head and self._began:
+    def _too_slow(self) -> None:
+        self.timer = None
+        if self.reading_head and self.began:
             self._refuse(408, f"request headers not received within {self.head_timeout:g} s")
-        elif self._reading_head and self.cycle is None:
+        elif self.reading_head and self.transport is not None and self.head_bytes == 0:
             self.transport.close()  # a connection that never sent a byte: nothing to answer
 
     def _refuse(self, status: int, message: str) -> None:
         """Answer `status` with a JSON error and close the connection; read nothing more."""
-        self._stop_head_timer()
-        self._reading_head = False
-        if self.transport.is_closing():
+        self._stop_timer()
+        self.refused = True
+        transport = self.transport
+        if transport is None or transport.is_closing():
             return
         body = b'{"detail": ["' + message.encode() + b'"]}'
         head = [
@@ -127,18 +143,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             b"content-length: %d\r\n" % len(body),
             b"connection: close\r\n\r\n",
         ]
-        self.transport.write(b"".join(head) + body)
+        transport.write(b"".join(head) + body)
         # A lingering close, as nginx does: closing while the client still sends would reset
         # the connection and lose the answer, so drop what arrives for a moment, then close.
-        self._discarding = True
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.loop.call_later(_LINGER, self.transport.close)
-        self.logger.warning("refused a request's head: %s", message)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self.loop.call_later(_LINGER, transport.close)
+        log.warning("refused a request's head: %s", message)
 
 
 def configure(max_head_bytes: int, max_headers: int, head_timeout: float) -> None:
     """Set the limits for this process's connections (each worker sets its own at start)."""
-    BoundedHttpToolsProtocol.max_head_bytes = max_head_bytes
-    BoundedHttpToolsProtocol.max_headers = max_headers
-    BoundedHttpToolsProtocol.head_timeout = head_timeout
+    HeadLimits.max_head_bytes = max_head_bytes
+    HeadLimits.max_headers = max_headers
+    HeadLimits.head_timeout = head_timeout

@@ -77,7 +77,7 @@ def configure_protocol(settings: Settings) -> None:
 
 def _protocol() -> Any:
     try:
-        from .protocol import BoundedHttpToolsProtocol
+        from .protocol import HeadLimits
     except ImportError:  # no httptools (Windows): uvicorn's h11 protocol
         return "h11"
-    return BoundedHttpToolsProtocol
+    return HeadLimits
