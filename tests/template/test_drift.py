@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,54 @@ def test_the_answers_file_records_the_answers(tmp_path: Path) -> None:
     assert {k: v for k, v in recorded.items() if not k.startswith("_")} == answers
     assert recorded["_src_path"]
     assert "reserved_names" not in recorded
+
+
+def test_the_generated_readme_documents_every_target_command_and_setting(tmp_path: Path) -> None:
+    """The project's README cannot fall behind its code: a render with this repository's
+    answers (every option on) names each Make target that has help, each CLI command and each
+    setting the rendered project has. (The other way round, that it names nothing the project
+    lacks, is `test_render`'s, for every option set.)"""
+    dest = render(tmp_path / "project", **repository_answers())
+    readme = (dest / "README.md").read_text()
+    makefile = (dest / "Makefile").read_text()
+    targets = set(re.findall(r"^([a-z0-9-]+):[^\n#]*## ", makefile, re.M))
+    undocumented = [t for t in sorted(targets) if not re.search(rf"\bmake {t}\b", readme)]
+    assert undocumented == [], "Make targets the README never names"
+    package = dest / "src" / "mlops_template"
+    commands = re.findall(r"@app\.command\(\)\ndef ([a-z_]+)\(", (package / "cli.py").read_text())
+    assert commands
+    slug = "mlops-template"
+    missing = [c for c in commands if not re.search(rf"\b{slug} {c.replace('_', '-')}\b", readme)]
+    assert missing == [], "CLI commands the README never names"
+    assert _readme_defaults(readme) == _defaults(), "the README's settings table"
+
+
+def _defaults() -> dict[str, str]:
+    """Each setting's default as the README writes it: sizes in KiB or MiB, no `.0`."""
+    from mlops_template.settings import Settings
+
+    shown: dict[str, str] = {}
+    for name, field in Settings.model_fields.items():
+        value = field.default
+        if isinstance(value, bool) or value is None:
+            text = str(value).lower()
+        elif isinstance(value, int) and name.endswith("_bytes"):
+            text = f"{value // 2**20} MiB" if value >= 2**20 else f"{value // 2**10} KiB"
+        elif isinstance(value, float) and value.is_integer():
+            text = str(int(value))
+        else:
+            text = str(value)
+        shown[name] = text
+    shown["experiment"] = "the dataset's name"  # None: the dataset's name, as documented
+    return shown
+
+
+def _readme_defaults(readme: str) -> dict[str, str]:
+    """The settings table's rows: `| `A` / `B` | a / b | ... |`, a shared default once."""
+    found: dict[str, str] = {}
+    for names, defaults in re.findall(r"(?m)^\| (`MLOPS_TEMPLATE_.*?) \| (.*?) \|", readme):
+        keys = re.findall(r"`MLOPS_TEMPLATE_([A-Z_]+)`", names)
+        values = [re.sub(r"(?<=\d) s$", "", v.replace("`", "")) for v in defaults.split(" / ")]
+        for key, value in zip(keys, values * len(keys) if len(values) == 1 else values):
+            found[key.lower()] = value
+    return found
