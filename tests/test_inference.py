@@ -225,7 +225,7 @@ print(sorted(n for n in sys.modules if n.split('.')[0] in roots))
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        (lambda classes: classes[:-1], "probabilities per row; its card lists 2 classes"),
+        (lambda classes: classes[:-1], "probabilities tensor(float)[rows, 2]"),
         (lambda classes: classes[::-1], "is not its most probable class"),
     ],
     ids=["a class missing from the card", "the card's classes in another order"],
@@ -237,6 +237,62 @@ def test_a_model_whose_outputs_break_its_card_is_refused_at_load(
     card = json.loads(path.read_text())
     card["classes"] = change(card["classes"])
     path.write_text(json.dumps(card))
-    with pytest.raises(ModelIntegrityError, match="outputs break its card") as caught:
+    with pytest.raises(ModelIntegrityError) as caught:
         OnnxModel.load(model_dir)
+    assert message in str(caught.value)
+
+
+def _rewire(graph: Any, change: str) -> None:
+    """Change a trained classifier's ONNX outputs the way a hand-edited or foreign export might."""
+    from onnx import helper
+
+    outputs = list(graph.output)
+    if change == "reordered":
+        del graph.output[:]
+        graph.output.extend(outputs[::-1])
+        return
+    if change == "renamed":
+        graph.node.append(helper.make_node("Identity", ["probabilities"], ["probs"]))
+        graph.output[1].name = "probs"
+        return
+    for node in graph.node:  # the graph's probabilities become an inner tensor
+        node.output[:] = ["raw" if o == "probabilities" else o for o in node.output]
+    if change == "scaled by 5":
+        five = helper.make_tensor("five", 1, [], [5.0])  # FLOAT
+        graph.initializer.append(five)
+        graph.node.append(helper.make_node("Mul", ["raw", "five"], ["probabilities"]))
+    else:
+        graph.node.append(helper.make_node("Neg", ["raw"], ["probabilities"]))
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("reordered", "are not what a classification model of this project gives"),
+        ("renamed", "are not what a classification model of this project gives"),
+        ("scaled by 5", "are not each in [0, 1] with a sum of 1"),
+        ("negated", "are not each in [0, 1] with a sum of 1"),
+    ],
+)
+def test_a_model_whose_outputs_differ_from_the_projects_is_refused_at_load(
+    model_dir: Path, change: str, message: str
+) -> None:
+    """Outputs in another order or under another name, and probabilities that are not
+    probabilities, stop the load with one error naming the file (the card matches the file, so
+    only the outputs are wrong)."""
+    import hashlib
+
+    import onnx
+
+    folder = current_version(model_dir)
+    model = onnx.load(folder / MODEL_FILE)
+    _rewire(model.graph, change)
+    data = model.SerializeToString()
+    (folder / MODEL_FILE).write_bytes(data)
+    card = json.loads((folder / CARD_FILE).read_text())
+    card["onnx_sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    with pytest.raises(ModelIntegrityError) as caught:
+        OnnxModel.load(model_dir)
+    assert str(caught.value).startswith(f"{folder / MODEL_FILE}: ")
     assert message in str(caught.value)

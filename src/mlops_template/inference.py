@@ -125,12 +125,17 @@ class OnnxModel:
             raise ModelIntegrityError(
                 f"{self.path}: the model's inputs {found} differ from the card's {expected}"
             )
-        outputs = {o.name: o.type for o in self.session.get_outputs()}
-        wanted = 1 if self.card.task == "regression" else 2
-        if len(outputs) != wanted:
+        found_outputs = [(o.name, o.type, o.shape[1:]) for o in self.session.get_outputs()]
+        expected_outputs = _expected_outputs(self.card)
+        if len(found_outputs) != len(expected_outputs) or not all(
+            name == want[0] and kind in want[1] and _width_matches(shape, want[2])
+            for (name, kind, shape), want in zip(found_outputs, expected_outputs, strict=False)
+        ):
+            shown = ", ".join(f"{n} {t}{['rows', *s]}" for n, t, s in found_outputs)
+            wanted = ", ".join(f"{n} {' or '.join(t)}[rows, {w}]" for n, t, w in expected_outputs)
             raise ModelIntegrityError(
-                f"{self.path}: the model has {len(outputs)} outputs ({', '.join(outputs)}); "
-                f"a {self.card.task} model of this project has {wanted}"
+                f"{self.path}: the model's outputs ({shown}) are not what a {self.card.task} "
+                f"model of this project gives ({wanted}), in that order"
             )
 
     def check_outputs(self) -> None:
@@ -146,6 +151,14 @@ class OnnxModel:
         feed = self.encode_raw(columns)
         prediction = self.run(feed)
         if self.card.task == "classification":
+            probabilities = prediction.probabilities
+            assert probabilities is not None
+            total = float(probabilities.sum())
+            if probabilities.min() < 0 or probabilities.max() > 1 or abs(total - 1) > 1e-4:
+                raise ModelOutputError(
+                    f"its probabilities {probabilities.round(4).tolist()} for the card's example "
+                    "are not each in [0, 1] with a sum of 1"
+                )
             # `run` reads the label off the probabilities; the graph's own label must agree.
             graph_label = np.asarray(self.session.run(self._outputs[:1], feed)[0]).reshape(-1)
             assert prediction.labels is not None
@@ -255,6 +268,23 @@ class OnnxModel:
     def predict(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Prediction:
         """Check, encode and predict a batch given as columns keyed by feature name."""
         return self.run(self.check(columns))
+
+
+def _expected_outputs(card: ModelCard) -> list[tuple[str, tuple[str, ...], int]]:
+    """The outputs skl2onnx exports for this project's models: name, types, columns."""
+    if card.task == "regression":
+        return [("variable", ("tensor(float)",), 1)]
+    return [
+        ("label", ("tensor(string)", "tensor(int64)"), 1),
+        ("probabilities", ("tensor(float)",), len(card.classes or ())),
+    ]
+
+
+def _width_matches(shape: list[Any], width: int) -> bool:
+    """A per-row shape of [] or [1] for one column, [width] otherwise (any when symbolic)."""
+    if not shape:
+        return width == 1
+    return len(shape) == 1 and (not isinstance(shape[0], int) or shape[0] == width)
 
 
 def _require_finite(array: npt.NDArray[np.float32]) -> None:
