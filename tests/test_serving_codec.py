@@ -1,26 +1,21 @@
 """The fast paths of the API: `/predict`'s compiled codec takes exactly what the full reader
-takes and gives the same columns, its assembled answer is byte for byte what orjson writes, and
-v2's msgspec reader takes only what pydantic takes, to the same values."""
+takes and gives the same columns, and its assembled answer is byte for byte what orjson writes."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-import msgspec
 import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import TypeAdapter
 
 from mlops_template.card import ModelCard
 from mlops_template.errors import ApiError
 from mlops_template.inference import Prediction
 from mlops_template.serving.routes.predict import RecordsCodec, read_records
-from mlops_template.serving.routes.v2 import read_request
-from mlops_template.serving.schemas import InferBody, ReadInferRequest
 
 MAX_ROWS = 4
 
@@ -166,68 +161,3 @@ scalars = st.one_of(
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=4),
 )
-
-
-def mostly(right: st.SearchStrategy[Any], wrong: st.SearchStrategy[Any]) -> Any:
-    """`right` nine times in ten, `wrong` the tenth."""
-    return st.integers(0, 9).flatmap(lambda k: wrong if k == 0 else right)
-
-
-@st.composite
-def infer_bodies(draw: st.DrawFn, names: tuple[str, ...]) -> bytes:
-    """v2 infer bodies: mostly well formed, with any field sometimes of the wrong kind."""
-    tensor = st.fixed_dictionaries(
-        {
-            "name": mostly(st.sampled_from([*names, "other"]), st.integers()),
-            "shape": mostly(
-                st.lists(st.integers(0, 3), min_size=1, max_size=2),
-                st.lists(st.sampled_from([-1, 2.0, "2", True]), max_size=3),
-            ),
-            "datatype": mostly(st.sampled_from(["FP32", "INT64", "BYTES", "BOOL"]), st.just("x")),
-        },
-        optional={
-            "data": mostly(st.lists(values, max_size=3), st.sampled_from([None, "x"])),
-            "parameters": st.dictionaries(
-                st.sampled_from(["binary_data_size", "content_type"]),
-                mostly(scalars, st.lists(st.integers(), max_size=1)),
-                max_size=2,
-            ),
-            "extra": mostly(st.nothing(), st.just(1)),
-        },
-    )
-    body = draw(
-        st.fixed_dictionaries(
-            {"inputs": mostly(st.lists(tensor, min_size=1, max_size=3), st.just({}))},
-            optional={
-                "id": mostly(st.text(max_size=3), st.sampled_from([1, None])),
-                "parameters": st.dictionaries(st.text(max_size=3), scalars, max_size=2),
-                "outputs": st.lists(
-                    st.fixed_dictionaries(
-                        {"name": mostly(st.sampled_from(["label", "probabilities"]), st.just(3))},
-                        optional={"parameters": st.dictionaries(st.just("binary_data"), scalars)},
-                    ),
-                    max_size=2,
-                ),
-                "other": mostly(st.nothing(), st.just(True)),
-            },
-        )
-    )
-    return json.dumps(body).encode()
-
-
-@settings(max_examples=500, deadline=None)
-@given(data=st.data())
-def test_the_fast_v2_reader_takes_only_what_pydantic_takes(
-    card: ModelCard, data: st.DataObject
-) -> None:
-    """Whatever msgspec reads, pydantic reads too, to the same values of the same types (the
-    route falls back to pydantic, which names every problem, for anything msgspec refuses)."""
-    body = data.draw(infer_bodies(card.feature_names))
-    try:
-        fast = msgspec.json.decode(body, type=InferBody)
-    except msgspec.DecodeError:
-        return
-    slow = TypeAdapter(ReadInferRequest).validate_json(body).model_dump()
-    assert msgspec.to_builtins(fast) == slow
-    assert repr(msgspec.to_builtins(fast)) == repr(slow)  # 1 is not 1.0, nor True
-    assert isinstance(read_request(body), InferBody)

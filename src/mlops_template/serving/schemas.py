@@ -22,12 +22,10 @@ __all__ = [
     "ErrorResponse",
     "InferBody",
     "InferErrorResponse",
-    "InferRequest",
     "InferResponse",
     "InferTensor",
     "ModelMetadata",
     "PredictSchemas",
-    "ReadInferRequest",
     "ServerMetadata",
     "TensorMetadata",
     "fault_example",
@@ -235,74 +233,33 @@ Datatype = Literal[
 Scalar = bool | int | float | str | None
 
 
-class RequestInput(BaseModel):
-    """One input tensor of the Open Inference Protocol: a feature's values for every row."""
-
-    model_config = _STRICT
-    name: str
-    shape: list[Annotated[int, Field(ge=0)]] = Field(min_length=1, max_length=2)
-    datatype: Datatype
-    parameters: dict[str, Scalar] | None = None
-    data: list[Scalar] | None = Field(
-        None, description="The values, row-major; absent when they follow as binary data"
-    )
-
-
-class RequestOutput(BaseModel):
-    model_config = _STRICT
-    name: str
-    parameters: dict[str, Scalar] | None = None
-
-
-class InferRequest(BaseModel):
-    """`POST /v2/models/{name}/infer`: one tensor per feature, `[rows]` or `[rows, 1]`."""
-
-    model_config = _STRICT
-    id: str | None = None
-    parameters: dict[str, Scalar] | None = None
-    inputs: list[RequestInput] = Field(min_length=1)
-    outputs: list[RequestOutput] | None = None
-
-
-class _ReadInput(RequestInput):
-    data: list[Any] | None = None
-
-
-class ReadInferRequest(InferRequest):
-    """`InferRequest` as the server reads it: the envelope checked here, each tensor's values
-    left to the data contract, which checks a whole column at once (pydantic would check each
-    value, at several times the cost) and names the feature and row of any that is wrong."""
-
-    inputs: list[_ReadInput] = Field(min_length=1)  # type: ignore[assignment]
-
-
-# The same envelope for msgspec, which reads a body straight into these structs several times
-# faster than pydantic: the route tries it first and leaves to `ReadInferRequest` only the
-# bodies it refuses, to find and name every problem. Anything it takes, pydantic takes too,
-# with the same values (a test holds the two together).
+# The v2 infer request's envelope, which msgspec reads straight into these structs. Each
+# tensor's values are left to the data contract, which checks a whole column at once and names
+# the feature and row of any value that is wrong. An optional field may be left out, never null.
 _Shape = Annotated[
     list[Annotated[int, msgspec.Meta(ge=0)]], msgspec.Meta(min_length=1, max_length=2)
 ]
+_Parameters = dict[str, Scalar] | msgspec.UnsetType
 
 
 class InferTensor(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     name: str
     shape: _Shape
     datatype: Datatype
-    parameters: dict[str, Scalar] | None = None
-    data: list[Any] | None = None
+    parameters: _Parameters = msgspec.UNSET
+    data: list[Any] | msgspec.UnsetType = msgspec.UNSET  # absent when sent as binary data
 
 
 class InferOutput(msgspec.Struct, forbid_unknown_fields=True):
     name: str
-    parameters: dict[str, Scalar] | None = None
+    parameters: _Parameters = msgspec.UNSET
 
 
 class InferBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    id: str | None = None
-    parameters: dict[str, Scalar] | None = None
+    id: str | msgspec.UnsetType = msgspec.UNSET
+    parameters: _Parameters = msgspec.UNSET
     inputs: Annotated[list[InferTensor], msgspec.Meta(min_length=1)]
-    outputs: list[InferOutput] | None = None
+    outputs: list[InferOutput] | msgspec.UnsetType = msgspec.UNSET
 
 
 class ResponseOutput(BaseModel):

@@ -11,12 +11,10 @@ import msgspec
 import orjson
 from fastapi import Depends, Request
 from fastapi.responses import Response
-from pydantic import TypeAdapter, ValidationError
 
 from ..card import ModelCard
 from ..errors import ApiError
 from ..inference import OnnxModel
-from ..schema import describe_validation_error
 from .batching import InFlight, MicroBatcher
 from .metrics import ServingMetrics
 from .schemas import ErrorResponse, InferErrorResponse, PredictSchemas
@@ -35,7 +33,8 @@ __all__ = [
     "error_body",
     "error_responses",
     "get_service",
-    "parse_json",
+    "invalid",
+    "read_json",
     "refuse_duplicate_keys",
     "require_json",
     "shown",
@@ -122,20 +121,22 @@ def check_json_content_type(content_type: str) -> None:
         )
 
 
-def parse_json(adapter: TypeAdapter[Any], body: bytes) -> Any:
-    """Validate a raw body in pydantic's core: 400 if not JSON, 422 if it breaks the schema."""
+def read_json(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    """Decode a raw body with msgspec: 400 if it is not JSON, 422 naming where it breaks the
+    decoder's type (msgspec stops at the first problem), or a key given twice."""
     try:
-        return adapter.validate_json(body)
-    except ValidationError as exc:
-        errors = exc.errors(include_url=False)
-        if any(e["type"] == "json_invalid" for e in errors):
-            reason = (
-                next(e for e in errors if e["type"] == "json_invalid")
-                .get("ctx", {})
-                .get("error", "")
-            )
-            raise ApiError(400, [f"body is not valid JSON: {str(reason)[:120]}"]) from None
-        raise ApiError(422, describe_validation_error(exc)) from None
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        refuse_duplicate_keys(body)  # a key given twice may be why (the parser kept the last)
+        raise invalid(exc) from None
+    except UNREADABLE_JSON as exc:
+        raise ApiError(400, [f"body is not valid JSON: {str(exc)[:120]}"]) from None
+
+
+def invalid(exc: msgspec.ValidationError) -> ApiError:
+    """422 for msgspec's message, led by where in the body it is (`inputs[0].shape`)."""
+    message, _, where = str(exc).partition(" - at `$")
+    return ApiError(422, [f"{where.rstrip('`').lstrip('.') or 'body'}: {message}"])
 
 
 V2_PREFIX = "/v2"

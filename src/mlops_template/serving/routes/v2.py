@@ -11,7 +11,7 @@ import msgspec
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import TypeAdapter
+from msgspec import UNSET
 
 from ... import __version__
 from ...card import ModelCard
@@ -19,25 +19,22 @@ from ...errors import ApiError, InputValidationError
 from ..schemas import (
     NUMERIC_DATATYPES,
     InferBody,
-    InferRequest,
     InferResponse,
     InferTensor,
     ModelMetadata,
-    ReadInferRequest,
-    RequestInput,
     ServerMetadata,
     TensorMetadata,
     output_names,
 )
 from ..service import (
     MAX_LINES,
-    UNREADABLE_JSON,
     JSONBytesResponse,
     ModelService,
     ServiceDep,
     dumps,
     error_responses,
-    parse_json,
+    invalid,
+    read_json,
     refuse_duplicate_keys,
     require_json,
 )
@@ -45,43 +42,49 @@ from ..service import (
 __all__ = ["model_metadata", "read_request", "router"]
 
 router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
-_INFER_REQUEST = TypeAdapter(ReadInferRequest)
-_INFER_BODY_DECODER = msgspec.json.Decoder(InferBody)
-Parsed = InferRequest | InferBody
-Tensor = RequestInput | InferTensor
+_DECODER = msgspec.json.Decoder(InferBody)
 
 
-def read_request(header: bytes) -> Parsed:
-    """The request's JSON envelope: msgspec's structs when it takes it (nearly always), else
-    pydantic's models, or pydantic's 400 or 422 naming every problem; 400 for a key given
-    twice in one object."""
+def read_request(header: bytes) -> InferBody:
+    """The request's JSON envelope; 400 if it is not JSON or gives a key twice in one object,
+    422 naming where it breaks the protocol."""
     try:
-        fast = _INFER_BODY_DECODER.decode(header)
-    except UNREADABLE_JSON:
-        try:
-            parsed: InferRequest = parse_json(_INFER_REQUEST, header)
-        except ApiError as exc:
-            if exc.status == 422:  # a key given twice may be why (the parser kept the last)
-                refuse_duplicate_keys(header)
+        body: InferBody = read_json(_DECODER, header)
+    except ApiError as exc:
+        if exc.status != 400:
             raise
+        body = _read_with_non_finite_numbers(header)
+    # As many colons as keys read: none was given twice (a colon in a string only adds to the
+    # count, and sends the body to the full check).
+    if header.count(b":") != _keys(body):
         refuse_duplicate_keys(header)
-        return parsed
-    # As many colons as keys read: none was given twice (a colon in a string, or a key whose
-    # value is null, only adds to the count, and sends the body to the full check).
-    if header.count(b":") != _keys(fast):
+    return body
+
+
+def _read_with_non_finite_numbers(header: bytes) -> InferBody:
+    """v2 clients write a missing number as NaN (and may send Infinity), which JSON lacks and
+    msgspec refuses: Python's parser reads them, into the same structs."""
+    try:
+        data = json.loads(header)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(400, [f"body is not valid JSON: {str(exc)[:120]}"]) from None
+    try:
+        body: InferBody = msgspec.convert(data, InferBody)
+    except msgspec.ValidationError as exc:
         refuse_duplicate_keys(header)
-    return fast
+        raise invalid(exc) from None
+    return body
 
 
 def _keys(body: InferBody) -> int:
-    """The keys of a decoded body, counting those whose value is not null."""
-    count = 1 + (body.id is not None) + (body.parameters is not None) + (body.outputs is not None)
+    """The keys of a decoded body."""
+    count = 1 + sum(value is not UNSET for value in (body.id, body.parameters, body.outputs))
     count += len(body.parameters or {})
     for tensor in body.inputs:
-        count += 3 + (tensor.parameters is not None) + (tensor.data is not None)
+        count += 3 + (tensor.parameters is not UNSET) + (tensor.data is not UNSET)
         count += len(tensor.parameters or {})
     for output in body.outputs or ():
-        count += 1 + (output.parameters is not None) + len(output.parameters or {})
+        count += 1 + (output.parameters is not UNSET) + len(output.parameters or {})
     return count
 
 
@@ -158,7 +161,7 @@ def _split_body(request: Request, body: bytes) -> tuple[bytes, bytes]:
     return body[: int(length)], body[int(length) :]
 
 
-def _binary_values(tensor: Tensor, index: int, blob: memoryview) -> list[Any]:
+def _binary_values(tensor: InferTensor, index: int, blob: memoryview) -> list[Any]:
     """A tensor's values from the binary tensor extension: little-endian numbers (NaN for a
     missing number), or BYTES as 4-byte lengths and UTF-8 text (empty for a missing label)."""
     where = f"inputs[{index}]"
@@ -187,16 +190,15 @@ def _binary_values(tensor: Tensor, index: int, blob: memoryview) -> list[Any]:
     return list(array.tolist())  # NaN stays NaN: the protocol's missing number
 
 
-def _tensor_values(parsed: Parsed, binary: bytes) -> list[list[Any] | None]:
+def _tensor_values(parsed: InferBody, binary: bytes) -> list[list[Any] | None]:
     """Every input tensor's values, from its `data` or from the binary data that follows."""
     blob = memoryview(binary)
     offset = 0
     values: list[list[Any] | None] = []
-    inputs: list[Tensor] = list(parsed.inputs)
-    for i, tensor in enumerate(inputs):
+    for i, tensor in enumerate(parsed.inputs):
         size = (tensor.parameters or {}).get("binary_data_size")
         if size is None:
-            values.append(tensor.data)
+            values.append(None if tensor.data is UNSET else tensor.data)
             continue
         if isinstance(size, bool) or not isinstance(size, int) or size < 0:
             raise ApiError(422, [f"inputs[{i}].parameters.binary_data_size: not a size"])
@@ -210,13 +212,13 @@ def _tensor_values(parsed: Parsed, binary: bytes) -> list[list[Any] | None]:
 
 
 def _columns(
-    request: Parsed, card: ModelCard, max_rows: int, data: list[list[Any] | None]
+    request: InferBody, card: ModelCard, max_rows: int, data: list[list[Any] | None]
 ) -> tuple[dict[str, list[Any]], int]:
     """Each feature's values from its tensor, with every problem of names, shapes and types."""
     specs = {f.name: f for f in card.features}
     issues: list[str] = []
     found: dict[str, int] = {}
-    inputs: list[Tensor] = list(request.inputs)
+    inputs = request.inputs
     for i, tensor in enumerate(inputs):
         if tensor.name not in specs:
             issues.append(
@@ -389,7 +391,7 @@ async def infer(request: Request, service: ServiceDep) -> Response:
     answer = {
         "model_name": card.name,
         "model_version": card.version,
-        "id": parsed.id,
+        "id": None if parsed.id is UNSET else parsed.id,
         "outputs": outputs,
     }
     body = dumps(answer)
