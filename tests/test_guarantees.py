@@ -162,3 +162,30 @@ def test_batch_predict_memory_does_not_grow_with_the_rows(project: Path) -> None
     # Three times the rows, about the same memory: the file is never held whole (a Parquet
     # row group, 262,144 rows, is the most that is: memory levels off once files are larger).
     assert peaks[3_000_000] - peaks[1_000_000] < 128, peaks
+
+
+def test_outputs_are_readable_by_another_user_under_the_usual_umask(project: Path) -> None:
+    """Under umask 022, what train, prepare and predict publish is 0755 (folders) and 0644
+    (files), as any file the user writes: a server or job running as another user reads it."""
+    code = (
+        "import os, sys, runpy",
+        "os.umask(0o022)",
+        "sys.argv = ['mlops_template', *sys.argv[1:]]",
+        "runpy.run_module('mlops_template', run_name='__main__')",
+    )
+    for args in (["prepare"], ["train"], ["predict", "penguins.csv", "-o", "out/scored.parquet"]):
+        result = subprocess.run(
+            [sys.executable, "-c", "\n".join(code), *args],
+            cwd=project,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stderr
+    version = current_version(project / "models")
+    processed = current_version(project / "data" / "processed")
+    published = [version, processed, *version.iterdir(), *processed.iterdir()]
+    published.append(project / "out" / "scored.parquet")
+    modes = {p.relative_to(project).as_posix(): oct(p.stat().st_mode & 0o777) for p in published}
+    wanted = {name: oct(0o755 if (project / name).is_dir() else 0o644) for name in modes}
+    assert modes == wanted

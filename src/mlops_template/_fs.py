@@ -21,7 +21,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -51,11 +50,10 @@ def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
     is removed.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=suffix + ".tmp", dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(name)
+    tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}{suffix}.tmp"
+    # Created as `open` would create it (0666 less the umask), where `mkstemp` would give 0600
+    # and leave the file unreadable to a server running as another user.
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     try:
         yield tmp
         tmp.replace(target)
@@ -130,7 +128,8 @@ def publish(folder: Path, write: Callable[[Path], None], *, keep: int = 3) -> Pa
     with _locked(folder):
         for stale in folder.glob(_STAGING + "*"):  # we hold the lock: their writers are dead
             shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
-        staging = Path(tempfile.mkdtemp(prefix=_STAGING, dir=folder))
+        staging = folder / f"{_STAGING}{os.urandom(6).hex()}"
+        staging.mkdir()  # 0777 less the umask, as `mkdir` gives (`mkdtemp` would give 0700)
         try:
             write(staging)
             for path in staging.iterdir():
