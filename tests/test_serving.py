@@ -159,15 +159,20 @@ def test_overload_answers_503_at_once(
     app = create_app(Settings(model_dir=trained_dir, max_concurrency=1))
     with TestClient(app) as client:
         app.state.service.inflight.count = 1  # one request already being handled
-        busy = client.post("/predict", json={"records": [card.example]})
+        burst = [client.post("/predict", json={"records": [card.example]}) for _ in range(50)]
         live = client.get("/health/live")
         ready = client.get("/health/ready")
+        metrics = client.get("/metrics").text
         app.state.service.inflight.count = 0
         ok = client.post("/predict", json={"records": [card.example]})
-    assert busy.status_code == 503
+    busy = burst[0]
+    assert {r.status_code for r in burst} == {503}
     assert busy.headers["retry-after"] == "1"
-    overloads = [r for r in caplog.records if getattr(r, "status", None) == 503]
-    assert [r.levelname for r in overloads] == ["WARNING"]  # protection, not a fault
+    # A burst is a line a second with its count, not a line per request; a warning: the
+    # server protecting itself, not a fault.
+    overloads = [r for r in caplog.records if r.getMessage() == "requests refused for overload"]
+    assert [(r.levelname, getattr(r, "count", None)) for r in overloads] == [("WARNING", 1)]
+    assert 'http_requests_total{method="POST",route="/predict",status="503"} 50.0' in metrics
     assert busy.json()["detail"] == ["server overloaded; retry shortly"]
     assert live.status_code == 200
     assert ready.status_code == 200  # readiness is never refused for load
@@ -334,3 +339,36 @@ def test_the_model_file_is_shared_only_when_the_setting_says_so(
     assert again.content == b""
     assert other.status_code == 200
     assert other.content == loaded
+
+
+def test_a_trailing_slash_is_not_found_rather_than_redirected(
+    api: TestClient, card: ModelCard
+) -> None:
+    """A redirect would send the client to whatever host its Host header claimed."""
+    for path in ("/predict/", "/health/ready/"):
+        response = api.request(
+            "POST" if path.startswith("/predict") else "GET",
+            path,
+            json={"records": [card.example]},
+            headers={"host": "attacker.example"},
+            follow_redirects=False,
+        )
+        assert response.status_code == 404
+        assert "location" not in response.headers
+
+
+def test_an_answer_stays_small_however_many_problems_a_request_has(
+    api: TestClient, card: ModelCard
+) -> None:
+    tensors = [
+        {"name": f"{i:03d}" + "x" * 150, "shape": [1], "datatype": "FP32", "data": [1]}
+        for i in range(250)
+    ]
+    response = api.post(f"/v2/models/{card.name}/infer", json={"inputs": tensors})
+    assert response.status_code == 422
+    assert len(response.content) < 4096
+    assert response.json()["error"].endswith(f"and {250 + len(card.features) - 20} more")
+    records = [{f"unknown {j}": j for j in range(10)} for _ in range(60)]
+    response = api.post("/predict", json={"records": records})
+    assert response.status_code == 422
+    assert len(response.json()["detail"]) <= 21

@@ -361,7 +361,16 @@ def test_heads_too_large_too_many_or_too_slow_are_refused(
         many = "".join(f"X-H{i}: {i}\r\n" for i in range(101))
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.sendall(f"GET /health/ready HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
-            assert _answer(sock).startswith(b"HTTP/1.1 431 ")
+            answer = _answer(sock)
+            assert answer.startswith(b"HTTP/1.1 431 ")
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1])["detail"]
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:  # v2's own body
+            sock.sendall(f"GET /v2/health/ready HTTP/1.1\r\nHost: x\r\n{many}\r\n".encode())
+            answer = _answer(sock)
+            assert answer.startswith(b"HTTP/1.1 431 ")
+            assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {
+                "error": "more than 100 request headers"
+            }
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and then nothing
             answer = _answer(sock)  # within the one-second deadline, not the socket's 30

@@ -189,14 +189,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=_lifespan(settings, service, model),
         telemetry={"tracing": settings.otel, "metrics": settings.otel, "logs": settings.otel},
         docs_url=None,  # served below from vendored files: FastAPI's page loads them from a CDN
+        # `/predict/` is not found: a redirect would name whatever host the client claimed.
+        redirect_slashes=False,
         redoc_url=None,
     )
     app.state.service = service
     app.include_router(demo.router)  # [demo]
     _install_docs(app)
-    app.include_router(predict.build_router(schemas))
-    app.include_router(v2.router)
-    app.include_router(health.router)
+    routers = [predict.build_router(schemas), v2.router, health.router]
+    for router in routers:
+        app.include_router(router)
     _install_error_handlers(app)
     app.openapi = _openapi(app, schemas)  # type: ignore[method-assign]
     app.add_middleware(
@@ -206,6 +208,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         max_concurrency=settings.max_concurrency,
         body_timeout=settings.body_timeout,
+        routes=[route for router in routers for route in router.routes],
         log_requests=settings.log_requests,
     )
     return app

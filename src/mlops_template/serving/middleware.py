@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import time
+from collections.abc import Sequence
 from typing import Any
 
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .batching import InFlight
@@ -47,6 +50,7 @@ class ServingMiddleware:
         max_body_bytes: int,
         max_concurrency: int,
         body_timeout: float,
+        routes: Sequence[BaseRoute] = (),
         log_requests: bool = False,
     ) -> None:
         self.app = app
@@ -56,6 +60,9 @@ class ServingMiddleware:
         self.body_timeout = body_timeout
         self.log_requests = log_requests
         self.inflight = inflight
+        self.routes = routes
+        self.overloaded = 0  # 503s since the last line that reported them
+        self.overload_logged = -math.inf
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,6 +73,7 @@ class ServingMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         id_header = (b"x-request-id", request_id.encode())
         status = 500
+        overload = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
@@ -110,6 +118,8 @@ class ServingMiddleware:
                 receive = _replay(body, receive)
             if self.inflight.count >= self.max_concurrency and path not in _ALWAYS_ANSWERED:
                 self.metrics.rejected.inc()
+                scope["route"] = self._route(scope)  # for the metrics: refused before routing
+                overload = True
                 await fail(503, ["server overloaded; retry shortly"], (b"retry-after", b"1"))
                 return
             self.inflight.count += 1
@@ -120,7 +130,7 @@ class ServingMiddleware:
                 self.inflight.count -= 1
                 self.metrics.inflight.dec()
         finally:
-            self._finish(scope, method, status, start, request_id)
+            self._finish(scope, method, status, start, request_id, overload)
 
     async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
         """The whole body, or None as soon as it is known to exceed the limit."""
@@ -143,7 +153,13 @@ class ServingMiddleware:
         return b"".join(chunks)
 
     def _finish(
-        self, scope: Scope, method: str, status: int, start: float, request_id: str
+        self,
+        scope: Scope,
+        method: str,
+        status: int,
+        start: float,
+        request_id: str,
+        overload: bool = False,
     ) -> None:
         seconds = time.perf_counter() - start
         # A FastAPI route names itself; another matched route (/docs, /openapi.json) by its
@@ -152,6 +168,15 @@ class ServingMiddleware:
             (scope.get("root_path") or scope["path"]) if "endpoint" in scope else "unmatched"
         )  # a mount (/static) by its own path, so that no client can add label values at will
         self.metrics.observe(method, route, status, seconds)
+        if overload and not self.log_requests:
+            # A burst of overload is one line a second, with its count, not one per request.
+            self.overloaded += 1
+            now = time.monotonic()
+            if now - self.overload_logged < 1:
+                return
+            log.warning("requests refused for overload", extra={"count": self.overloaded})
+            self.overloaded, self.overload_logged = 0, now
+            return
         if status >= 500 or self.log_requests or (status >= 400 and log.isEnabledFor(logging.INFO)):
             # Overload (503) is the server protecting itself, not a fault: a warning.
             level = logging.ERROR if status >= 500 and status != 503 else logging.WARNING
@@ -164,6 +189,13 @@ class ServingMiddleware:
                 "duration_ms": round(seconds * 1000, 3),
             }
             log.log(level, "request", extra=fields)
+
+    def _route(self, scope: Scope) -> BaseRoute | None:
+        """The route a request would have reached (a 503 is answered before routing)."""
+        for route in self.routes:
+            if route.matches(scope)[0] is Match.FULL:
+                return route
+        return None
 
 
 def _request_id(scope: Scope) -> str:

@@ -20,6 +20,8 @@ from typing import Any, cast
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .service import error_body
+
 __all__ = ["HeadLimits", "configure"]
 
 log = logging.getLogger(__name__.rsplit(".", 1)[0])
@@ -48,6 +50,7 @@ class HeadLimits(asyncio.Protocol):
         self.began = False
         self.head_bytes = 0
         self.headers = 0
+        self.target = b""  # the start of the request's target: the error body differs under /v2
         self.tail = b""  # the last bytes seen, so a head's end split over two chunks is found
         self.timer: asyncio.TimerHandle | None = None
         self.refused = False
@@ -100,7 +103,11 @@ class HeadLimits(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.reading_head = self.began = True
         self.headers = 0
+        self.target = b""
         self._start_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self.target = (self.target + url)[:64]
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers += 1
@@ -136,7 +143,8 @@ class HeadLimits(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        body = b'{"detail": ["' + message.encode() + b'"]}'
+        path = self.target.split(b"?", 1)[0].decode("latin-1")
+        body = error_body([message], None, path)
         head = [
             b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status]),
             b"content-type: application/json\r\n",

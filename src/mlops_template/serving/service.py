@@ -149,6 +149,8 @@ UNREADABLE_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 def error_body(detail: list[str], request_id: str | None, path: str = "") -> bytes:
     """The JSON of every error response: `{"detail": [...], "request_id": ...}`, or under
     `/v2` the Open Inference Protocol's `{"error": "..."}`, which its clients decode."""
+    if len(detail) > MAX_LINES:  # however many problems a request has, the answer stays small
+        detail = [*detail[:MAX_LINES], f"... and {len(detail) - MAX_LINES} more"]
     if path == V2_PREFIX or path.startswith(V2_PREFIX + "/"):
         return orjson.dumps({"error": "; ".join(detail)})
     return orjson.dumps({"detail": detail, "request_id": request_id})
