@@ -162,6 +162,7 @@ def test_overload_answers_503_at_once(
         burst = [client.post("/predict", json={"records": [card.example]}) for _ in range(50)]
         live = client.get("/health/live")
         ready = client.get("/health/ready")
+        asset = client.get("/static/swagger-ui/swagger-ui.css")
         metrics = client.get("/metrics").text
         app.state.service.inflight.count = 0
         ok = client.post("/predict", json={"records": [card.example]})
@@ -176,6 +177,7 @@ def test_overload_answers_503_at_once(
     assert busy.json()["detail"] == ["server overloaded; retry shortly"]
     assert live.status_code == 200
     assert ready.status_code == 200  # readiness is never refused for load
+    assert asset.status_code == 200  # nor are files
     assert ok.status_code == 200
 
 

@@ -327,6 +327,50 @@ def test_slow_uploads_hold_connections_not_the_server(
     assert statuses == [408] * 64
 
 
+def test_bodies_are_read_within_their_deadline_and_their_cap_whatever_the_method(
+    trained_dir: Path, tmp_path: Path, card: ModelCard
+) -> None:
+    """A GET that declares a body and trickles it gets 408 at its deadline (it was held open
+    for as long as it trickled); bodies past the cap on bytes held at once get 503 at once,
+    while files and health are served whatever the load."""
+    body = json.dumps({"records": [card.example] * 1500}).encode()  # about 200 KB
+    settings = {  # room for one half-sent body, not two
+        "MLOPS_TEMPLATE_BODY_TIMEOUT": "2",
+        "MLOPS_TEMPLATE_MAX_BUFFERED_BYTES": str(len(body)),
+    }
+    with serving(trained_dir, tmp_path, **settings) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+            started = time.monotonic()
+            with contextlib.suppress(OSError):  # the server closes once it has answered
+                for _ in range(8):
+                    sock.sendall(b"x")
+                    time.sleep(0.5)
+            answer = _answer(sock)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:80]
+        assert time.monotonic() - started < 6
+        first = _half_sent(server.url, body, 1)
+        second = _half_sent_now(server.url, body)
+        assert _status(second) == 503  # at once, not at the deadline
+        assert get(f"{server.url}/health/ready")[0] == 200
+        assert get(f"{server.url}/static/swagger-ui/swagger-ui.css")[0] == 200
+        assert _status(first[0]) == 408
+        for sock in [*first, second]:
+            sock.close()
+
+
+def _half_sent_now(url: str, body: bytes) -> socket.socket:
+    port = int(url.rsplit(":", 1)[1])
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = (
+        "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    sock.sendall(head.encode() + body[: len(body) // 2 + 1024])
+    return sock
+
+
 def _rss_mib(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(x for x in status.splitlines() if x.startswith("VmRSS:")).split()[1]) / 1024

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     threads: int = Field(1, ge=1, le=64, description="onnxruntime intra-op threads per process")
     max_batch_rows: int = Field(4096, ge=1, description="Most rows in one prediction request")
     max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024, description="Largest request body")
+    max_buffered_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of request bodies held at once per process; more get 503",
+    )
     max_concurrency: int = Field(
         64, ge=1, description="Requests handled at once per process; more get 503 at once"
     )

@@ -206,6 +206,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         inflight=inflight,
         max_body_bytes=settings.max_body_bytes,
+        max_buffered_bytes=settings.max_buffered_bytes,
         max_concurrency=settings.max_concurrency,
         body_timeout=settings.body_timeout,
         routes=[route for router in routers for route in router.routes],

@@ -1,13 +1,14 @@
 """One pure-ASGI middleware for what every request needs, in the app's middleware stack.
 
-It gives each request an id, reads the body within a deadline (408) and a size limit (413, with
-or without a Content-Length header), answers 503 at once when the requests being handled
-reach the concurrency limit, counts and times every response for Prometheus, and logs errors
-(never bodies or values). It is added with `app.add_middleware`, like any other, so that every
-route, `/predict` included, goes through FastAPI's routing, dependencies and exception handlers.
+It gives each request an id, reads any body, whatever the method, within a deadline (408), a
+size limit (413, with or without a Content-Length header) and a cap on the bytes held for all
+bodies being received at once (503), answers 503 at once when the requests being handled reach
+the concurrency limit, counts and times every response for Prometheus, and logs errors (never
+bodies or values). It is added with `app.add_middleware`, like any other, so that every route,
+`/predict` included, goes through FastAPI's routing, dependencies and exception handlers.
 
 Only requests whose body has arrived count towards the limit: a slow upload holds a
-connection, not the model, and readiness, liveness and metrics are never refused for load.
+connection, not the model. Readiness, liveness, metrics and files are never refused for load.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ _ALWAYS_ANSWERED = frozenset(
     {"/health/live", "/health/ready", "/v2/health/live", "/v2/health/ready", "/metrics"}
 )
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Files (Swagger UI, the demo's runtime) are streamed: never refused for load, never counted.
+_FILES = ("/static/", "/model.onnx")
 
 
 class ServingMiddleware:
@@ -48,6 +51,7 @@ class ServingMiddleware:
         metrics: ServingMetrics,
         inflight: InFlight,
         max_body_bytes: int,
+        max_buffered_bytes: int,
         max_concurrency: int,
         body_timeout: float,
         routes: Sequence[BaseRoute] = (),
@@ -56,6 +60,8 @@ class ServingMiddleware:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.max_buffered_bytes = max_buffered_bytes
+        self.buffered = 0  # bytes of bodies being received, across every connection
         self.max_concurrency = max_concurrency
         self.body_timeout = body_timeout
         self.log_requests = log_requests
@@ -100,23 +106,34 @@ class ServingMiddleware:
         if method == "HEAD":  # answered as GET; the server sends the headers, not the body
             scope = {**scope, "method": "GET"}
         try:
-            if method in _BODY_METHODS:
+            if method in _BODY_METHODS or _declares_body(scope):
                 self.metrics.receiving.inc()
+                held = [0]  # this body's bytes, counted in `self.buffered` while it is read
                 try:
                     async with asyncio.timeout(self.body_timeout):
-                        body = await self._read_body(scope, receive)
+                        body = await self._read_body(scope, receive, held)
                 except TimeoutError:
                     limit = f"request body not received within {self.body_timeout:g} s"
                     await fail(408, [limit], (b"connection", b"close"))
                     return
+                except _BufferFullError:
+                    scope["route"] = self._route(scope)
+                    overload = True
+                    busy = "server busy receiving other requests; retry shortly"
+                    await fail(503, [busy], (b"retry-after", b"1"), (b"connection", b"close"))
+                    return
                 finally:
                     self.metrics.receiving.dec()
+                    self.buffered -= held[0]
                 if body is None:
                     limit = f"request body larger than {self.max_body_bytes} bytes"
                     await fail(413, [limit], (b"connection", b"close"))
                     return
                 receive = _replay(body, receive)
-            if self.inflight.count >= self.max_concurrency and path not in _ALWAYS_ANSWERED:
+            if path in _ALWAYS_ANSWERED or path.startswith(_FILES):
+                await self.app(scope, receive, send_with_id)  # never refused, never counted
+                return
+            if self.inflight.count >= self.max_concurrency:
                 self.metrics.rejected.inc()
                 scope["route"] = self._route(scope)  # for the metrics: refused before routing
                 overload = True
@@ -132,8 +149,9 @@ class ServingMiddleware:
         finally:
             self._finish(scope, method, status, start, request_id, overload)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
-        """The whole body, or None as soon as it is known to exceed the limit."""
+    async def _read_body(self, scope: Scope, receive: Receive, held: list[int]) -> bytes | None:
+        """The whole body, or None as soon as it is known to exceed the limit; `_BufferFullError`
+        when it would take the bytes held for all requests' bodies past their cap."""
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
                 return None
@@ -147,6 +165,10 @@ class ServingMiddleware:
             size += len(chunk)
             if size > self.max_body_bytes:
                 return None
+            if self.buffered + len(chunk) > self.max_buffered_bytes:
+                raise _BufferFullError
+            self.buffered += len(chunk)
+            held[0] += len(chunk)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -196,6 +218,18 @@ class ServingMiddleware:
             if route.matches(scope)[0] is Match.FULL:
                 return route
         return None
+
+
+class _BufferFullError(Exception):
+    pass
+
+
+def _declares_body(scope: Scope) -> bool:
+    """Whether a request says a body follows, whatever its method."""
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+            return True
+    return False
 
 
 def _request_id(scope: Scope) -> str:
