@@ -13,6 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 import pytest
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 
 from mlops_template._fs import current_version
@@ -201,6 +202,7 @@ def test_serving_never_imports_training_libraries(trained_dir: Path) -> None:
     code = f"""
 import sys
 from pathlib import Path
+from fastapi.responses import JSONResponse
 from fastapi.testclient import TestClient
 from mlops_template.serving import create_app
 from mlops_template.settings import Settings
@@ -229,14 +231,28 @@ def test_metrics_name_documentation_routes_and_pool_unknown_paths(api: TestClien
     assert "/no/such/page" not in text
 
 
-def test_middleware_and_dependency_overrides_apply_to_predict(
+class RequireKey:
+    """Authentication as the README shows it: a pure ASGI middleware."""
+
+    def __init__(self, app: Any, key: bytes) -> None:
+        self.app, self.key = app, key
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        open_path = scope.get("path", "").startswith(("/health", "/v2/health"))
+        keyed = (b"x-api-key", self.key) in scope.get("headers", ())
+        if scope["type"] == "http" and not open_path and not keyed:
+            answer = JSONResponse({"detail": ["missing or wrong X-API-Key"]}, status_code=401)
+            await answer(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def test_middleware_applies_to_the_routes_that_answer_from_raw_asgi(
     trained_dir: Path, card: ModelCard
 ) -> None:
-    """/predict is a FastAPI route like the others: what an app adds applies to it too."""
-    from fastapi import HTTPException
+    """/predict and v2 infer are plain ASGI endpoints in the app's router: the middleware an
+    app adds (authentication, a header) applies to them as to every route."""
     from starlette.middleware.base import BaseHTTPMiddleware
-
-    from mlops_template.serving.service import get_service
 
     app = create_app(Settings(model_dir=trained_dir))
 
@@ -245,21 +261,23 @@ def test_middleware_and_dependency_overrides_apply_to_predict(
         response.headers["x-added-by-the-app"] = "yes"
         return response
 
-    def refuse() -> None:
-        raise HTTPException(status_code=401, detail="sign in first")
-
+    app.add_middleware(RequireKey, key=b"s3cret")
     app.add_middleware(BaseHTTPMiddleware, dispatch=stamp)
+    infer = f"/v2/models/{card.name}/infer"
+    v2_body = {"inputs": v2_inputs([card.example], card)}
     with TestClient(app) as client:
-        stamped = client.post("/predict", json={"records": [card.example]})
-        app.dependency_overrides[get_service] = refuse
         refused = client.post("/predict", json={"records": [card.example]})
-        refused_v2 = client.get(f"/v2/models/{card.name}")
-    assert stamped.status_code == 200
-    assert stamped.headers["x-added-by-the-app"] == "yes"
-    assert refused.status_code == 401
-    assert refused.json()["detail"] == ["sign in first"]
+        refused_v2 = client.post(infer, json=v2_body)
+        key = {"x-api-key": "s3cret"}
+        allowed = client.post("/predict", json={"records": [card.example]}, headers=key)
+        allowed_v2 = client.post(infer, json=v2_body, headers=key)
+        ready = client.get("/health/ready")
+    assert refused.status_code == refused_v2.status_code == 401
+    assert refused.json()["detail"] == ["missing or wrong X-API-Key"]
+    assert allowed.status_code == allowed_v2.status_code == 200
+    assert allowed.headers["x-added-by-the-app"] == "yes"
     assert refused.headers["x-added-by-the-app"] == "yes"
-    assert refused_v2.status_code == 401
+    assert ready.status_code == 200
 
 
 def test_docs_show_errors_as_the_server_words_them(api: TestClient, card: ModelCard) -> None:

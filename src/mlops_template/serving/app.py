@@ -20,6 +20,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from .. import __version__
 from ..errors import ApiError, ModelOutputError
@@ -31,7 +32,14 @@ from .batching import InFlight, MicroBatcher
 from .metrics import ServingMetrics
 from .middleware import ServingMiddleware
 from .routes import health, predict, v2
-from .schemas import ErrorResponse, PredictSchemas, fault_example, infer_request_schema
+from .schemas import (
+    ErrorResponse,
+    InferErrorResponse,
+    InferResponse,
+    PredictSchemas,
+    fault_example,
+    infer_request_schema,
+)
 from .service import JSONBytesResponse, ModelService, error_body
 
 __all__ = ["create_app", "create_app_from_env"]
@@ -112,17 +120,21 @@ def _openapi(app: FastAPI, schemas: PredictSchemas) -> Any:
             document = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
+            # The hot routes are plain ASGI endpoints, which FastAPI does not document.
+            paths = document.setdefault("paths", {})
+            paths[predict.PATH] = predict.openapi_path(schemas)
+            paths[f"{v2.PREFIX}/models/{{model_name}}/infer"] = v2.openapi_path()
             components = document.setdefault("components", {}).setdefault("schemas", {})
-            for model in (schemas.request, ErrorResponse):
+            models = (schemas.request, schemas.response, ErrorResponse)
+            for model in (*models, InferResponse, InferErrorResponse):
                 schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
                 components.update(schema.pop("$defs", {}))
                 components[model.__name__] = schema
             # Errors as this server words them, about this model's own first feature.
             detail = components["ErrorResponse"]["properties"]["detail"]
             detail["examples"] = [[fault_example(schemas.card, "record")]]
-            if "InferErrorResponse" in components:
-                example = fault_example(schemas.card, "row")
-                components["InferErrorResponse"]["properties"]["error"]["examples"] = [example]
+            example = fault_example(schemas.card, "row")
+            components["InferErrorResponse"]["properties"]["error"]["examples"] = [example]
             # v2: this model's tensors, and its name as the only one the paths take.
             components["InferRequest"] = infer_request_schema(schemas.card, schemas.max_rows)
             for path in document.get("paths", {}).values():
@@ -196,7 +208,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     app.include_router(demo.router)  # [demo]
     _install_docs(app)
-    routers = [predict.build_router(schemas), v2.router, health.router]
+    # `/predict` and v2 infer answer from the raw ASGI messages (see `PredictEndpoint`).
+    codec = predict.RecordsCodec(card, settings.max_batch_rows)
+    hot = [
+        Route(predict.PATH, predict.PredictEndpoint(service, codec), methods=["POST"]),
+        *(
+            Route(f"{v2.PREFIX}{path}/infer", v2.InferEndpoint(service), methods=["POST"])
+            for path in ("/models/{model_name}", "/models/{model_name}/versions/{model_version}")
+        ),
+    ]
+    app.router.routes[:0] = hot  # first: the router tries routes in order
+    routers = [v2.router, health.router]
     for router in routers:
         app.include_router(router)
     _install_error_handlers(app)
@@ -209,7 +231,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_buffered_bytes=settings.max_buffered_bytes,
         max_concurrency=settings.max_concurrency,
         body_timeout=settings.body_timeout,
-        routes=[route for router in routers for route in router.routes],
+        routes=[*hot, *(route for router in routers for route in router.routes)],
         log_requests=settings.log_requests,
     )
     return app

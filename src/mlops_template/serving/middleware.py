@@ -4,8 +4,8 @@ It gives each request an id, reads any body, whatever the method, within a deadl
 size limit (413, with or without a Content-Length header) and a cap on the bytes held for all
 bodies being received at once (503), answers 503 at once when the requests being handled reach
 the concurrency limit, counts and times every response for Prometheus, and logs errors (never
-bodies or values). It is added with `app.add_middleware`, like any other, so that every route,
-`/predict` included, goes through FastAPI's routing, dependencies and exception handlers.
+bodies or values). It is added with `app.add_middleware`, like any other, so it applies to
+every route, the plain ASGI endpoints of `/predict` and v2 infer included.
 
 Only requests whose body has arrived count towards the limit: a slow upload holds a
 connection, not the model. Readiness, liveness, metrics and files are never refused for load.

@@ -22,6 +22,7 @@ __all__ = [
     "ErrorResponse",
     "InferBody",
     "InferErrorResponse",
+    "InferOutput",
     "InferResponse",
     "InferTensor",
     "ModelMetadata",

@@ -11,6 +11,7 @@ import msgspec
 import orjson
 from fastapi import Depends, Request
 from fastapi.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from ..card import ModelCard
 from ..errors import ApiError
@@ -33,10 +34,14 @@ __all__ = [
     "error_body",
     "error_responses",
     "get_service",
+    "header",
     "invalid",
+    "openapi_errors",
+    "read_body",
     "read_json",
     "refuse_duplicate_keys",
     "require_json",
+    "send_answer",
     "shown",
 ]
 
@@ -97,6 +102,47 @@ def error_responses(*codes: int, v2: bool = False) -> dict[int | str, dict[str, 
     Open Inference Protocol its own `{"error": ...}` (`InferErrorResponse`)."""
     model = InferErrorResponse if v2 else ErrorResponse
     return {code: {"model": model, "description": _MESSAGES[code]} for code in codes}
+
+
+def openapi_errors(*codes: int, v2: bool = False) -> dict[str, dict[str, Any]]:
+    """`error_responses` as an OpenAPI document writes them, for the routes that are plain
+    ASGI endpoints (FastAPI documents only its own routes)."""
+    model = InferErrorResponse if v2 else ErrorResponse
+    schema = {"$ref": f"#/components/schemas/{model.__name__}"}
+    return {
+        str(code): {
+            "description": _MESSAGES[code],
+            "content": {"application/json": {"schema": schema}},
+        }
+        for code in codes
+    }
+
+
+def header(scope: Scope, name: bytes) -> str:
+    """A request header's value ('' when absent), from an ASGI scope."""
+    for key, value in scope["headers"]:
+        if key == name:
+            return str(value.decode("latin-1"))
+    return ""
+
+
+async def read_body(receive: Receive) -> bytes:
+    """A request's whole body (the serving middleware has read it already: one message)."""
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def send_answer(
+    send: Send, body: bytes, media_type: bytes = b"application/json", *headers: tuple[bytes, bytes]
+) -> None:
+    """Send a 200 answer whose body is ready, from an ASGI endpoint."""
+    base = [(b"content-type", media_type), (b"content-length", b"%d" % len(body))]
+    await send({"type": "http.response.start", "status": 200, "headers": [*base, *headers]})
+    await send({"type": "http.response.body", "body": body})
 
 
 def require_json(request: Request) -> None:

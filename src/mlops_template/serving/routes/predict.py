@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import msgspec
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request
+from starlette.types import Receive, Scope, Send
 
 from ...card import ModelCard
 from ...errors import ApiError, InputValidationError
@@ -17,16 +17,24 @@ from ..schemas import PredictSchemas
 from ..service import (
     MAX_LINES,
     UNREADABLE_JSON,
-    JSONBytesResponse,
     ModelService,
-    ServiceDep,
     check_json_content_type,
-    error_responses,
+    header,
+    openapi_errors,
+    read_body,
     refuse_duplicate_keys,
+    send_answer,
     shown,
 )
 
-__all__ = ["PATH", "RecordsCodec", "build_router", "predict_json", "read_records"]
+__all__ = [
+    "PATH",
+    "PredictEndpoint",
+    "RecordsCodec",
+    "openapi_path",
+    "predict_json",
+    "read_records",
+]
 
 PATH = "/predict"
 
@@ -198,30 +206,49 @@ async def predict_json(
     return codec.write(prediction)
 
 
-def build_router(schemas: PredictSchemas) -> APIRouter:
-    """The router, its request schema documented from the model card's features."""
-    router = APIRouter(tags=["predict"])
-    codec = RecordsCodec(schemas.card, schemas.max_rows)
-    body_schema = {"$ref": f"#/components/schemas/{schemas.request.__name__}"}
-    request_body = {"required": True, "content": {"application/json": {"schema": body_schema}}}
+class PredictEndpoint:
+    """`POST /predict` as a plain ASGI endpoint in the app's router.
 
-    @router.post(
-        PATH,
-        response_model=schemas.response,
-        responses=error_responses(400, 413, 415, 422, 500, 503),
-        openapi_extra={"requestBody": request_body},
-        summary="Predict a batch of records",
-    )
-    async def predict(request: Request, service: ServiceDep) -> JSONBytesResponse:
-        """Predict each record's label and class probabilities (or value, for regression).
+    FastAPI's request parsing and dependency solving cost more than checking a one-record
+    request, so this route reads and answers the raw ASGI messages itself. It stays in the
+    app's router: middleware, exception handlers (an `ApiError` raised here becomes the usual
+    error body), metrics and tracing apply to it as to every route. FastAPI dependencies do not:
+    add authentication as ASGI middleware (see the README).
+    """
 
-        Every feature is required (null where the card allows a missing value), categories and
-        numeric ranges are enforced, and NaN or infinity is refused: the data contract checks
-        each column of the batch at once, with the same rules and messages as `prepare`.
-        """
-        content_type = request.headers.get("content-type", "")
-        return JSONBytesResponse(
-            await predict_json(service, codec, content_type, await request.body())
-        )
+    def __init__(self, service: ModelService, codec: RecordsCodec) -> None:
+        self.service = service
+        self.codec = codec
 
-    return router
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        content_type = header(scope, b"content-type")
+        body = await read_body(receive)
+        await send_answer(send, await predict_json(self.service, self.codec, content_type, body))
+
+
+def openapi_path(schemas: PredictSchemas) -> dict[str, Any]:
+    """`/predict` as the OpenAPI document describes it, its bodies from the model card."""
+    body = {"$ref": f"#/components/schemas/{schemas.request.__name__}"}
+    answer = {"$ref": f"#/components/schemas/{schemas.response.__name__}"}
+    return {
+        "post": {
+            "tags": ["predict"],
+            "summary": "Predict a batch of records",
+            "description": (
+                "Predict each record's label and class probabilities (or value, for "
+                "regression).\n\nEvery feature is required (null where the card allows a "
+                "missing value), categories and numeric ranges are enforced, and NaN or "
+                "infinity is refused: the data contract checks each column of the batch at "
+                "once, with the same rules and messages as `prepare`."
+            ),
+            "operationId": "predict",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+            "responses": {
+                "200": {
+                    "description": "One prediction per record, in order",
+                    "content": {"application/json": {"schema": answer}},
+                },
+                **openapi_errors(400, 413, 415, 422, 500, 503),
+            },
+        }
+    }

@@ -10,16 +10,17 @@ from typing import Any
 import msgspec
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import Response
 from msgspec import UNSET
+from starlette.types import Receive, Scope, Send
 
 from ... import __version__
 from ...card import ModelCard
 from ...errors import ApiError, InputValidationError
+from ...inference import Prediction
 from ..schemas import (
     NUMERIC_DATATYPES,
     InferBody,
-    InferResponse,
+    InferOutput,
     InferTensor,
     ModelMetadata,
     ServerMetadata,
@@ -28,20 +29,24 @@ from ..schemas import (
 )
 from ..service import (
     MAX_LINES,
-    JSONBytesResponse,
     ModelService,
     ServiceDep,
+    check_json_content_type,
     dumps,
     error_responses,
+    header,
     invalid,
+    openapi_errors,
+    read_body,
     read_json,
     refuse_duplicate_keys,
-    require_json,
+    send_answer,
 )
 
-__all__ = ["model_metadata", "read_request", "router"]
+__all__ = ["PREFIX", "InferEndpoint", "model_metadata", "openapi_path", "read_request", "router"]
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol (v2)"])
+PREFIX = "/v2"
+router = APIRouter(prefix=PREFIX, tags=["open inference protocol (v2)"])
 _DECODER = msgspec.json.Decoder(InferBody)
 
 
@@ -151,9 +156,9 @@ _BINARY_TYPES = {
 }
 
 
-def _split_body(request: Request, body: bytes) -> tuple[bytes, bytes]:
-    """The JSON header and the binary data of a request in the binary tensor extension."""
-    length = request.headers.get(_HEADER_LENGTH)
+def _split_body(length: str | None, body: bytes) -> tuple[bytes, bytes]:
+    """The JSON header and the binary data of a request in the binary tensor extension, split
+    at its Inference-Header-Content-Length (`length`, None for a JSON request)."""
     if length is None:
         return body, b""
     if not length.isdigit() or int(length) > len(body):
@@ -305,64 +310,58 @@ async def model_ready(model_name: str, service: ServiceDep) -> dict[str, Any]:
     return {"name": card.name, "ready": True}
 
 
-# The route reads its body and path itself: FastAPI's validation of a path parameter costs
-# more per request than checking the whole of a one-row request, so both are declared here.
-_INFER_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}},
-    },
-    "parameters": [
-        {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
-    ],
-}
+class InferEndpoint:
+    """`POST /v2/models/{name}[/versions/{version}]/infer` as a plain ASGI endpoint in the
+    app's router, as `/predict` is (see `PredictEndpoint`): one input tensor per feature
+    (`BYTES` for categories, numeric for numbers), `[rows]` or `[rows, 1]`; answers the `label`
+    and `probabilities` tensors, or `value` for regression."""
+
+    def __init__(self, service: ModelService) -> None:
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        service = self.service
+        path = scope["path_params"]
+        card = _model(service, path["model_name"], path.get("model_version"))
+        check_json_content_type(header(scope, b"content-type"))
+        header_length = header(scope, _HEADER_LENGTH.encode()) or None
+        json_part, binary = _split_body(header_length, await read_body(receive))
+        parsed = read_request(json_part)
+        known = set(output_names(card))
+        wanted = {o.name: o for o in parsed.outputs or ()}
+        if set(wanted) - known:
+            raise ApiError(
+                422,
+                [
+                    f"outputs: unknown output {n[:60]!r} (outputs: {', '.join(sorted(known))})"
+                    for n in sorted(set(wanted) - known)
+                ],
+            )
+        data = _tensor_values(parsed, binary)
+        columns, rows = _columns(parsed, card, service.schemas.max_rows, data)
+        model, batcher = service.serving()
+        try:
+            feed = model.read(columns, nan_is_missing=True)
+        except InputValidationError as exc:
+            raise ApiError(422, [str(issue) for issue in exc.issues[:MAX_LINES]]) from None
+        prediction = await batcher.predict(feed, rows)
+        service.metrics.predicted(prediction)
+        body, blobs = _answer(card, parsed, prediction, rows, wanted)
+        if not blobs:
+            await send_answer(send, body)
+            return
+        length = (_HEADER_LENGTH.encode(), b"%d" % len(body))
+        await send_answer(send, body + b"".join(blobs), b"application/octet-stream", length)
 
 
-_BINARY_ANSWER = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
-_INFER = {
-    "response_model": InferResponse,
-    "responses": {
-        # With `binary_data_output` (or an output's `binary_data`), the binary tensor extension.
-        200: {"content": _BINARY_ANSWER},
-        **error_responses(400, 404, 413, 415, 422, 500, 503, v2=True),
-    },
-    "openapi_extra": _INFER_BODY,
-}
-
-
-@router.post("/models/{model_name}/infer", summary="Infer (v2)", **_INFER)  # type: ignore[arg-type]
-@router.post(
-    "/models/{model_name}/versions/{model_version}/infer",
-    summary="Infer with a given model version (v2)",
-    include_in_schema=False,
-    **_INFER,  # type: ignore[arg-type]
-)
-async def infer(request: Request, service: ServiceDep) -> Response:
-    """One input tensor per feature (`BYTES` for categories, numeric for numbers), `[rows]` or
-    `[rows, 1]`; answers the `label` and `probabilities` tensors, or `value` for regression."""
-    path = request.path_params
-    card = _model(service, path["model_name"], path.get("model_version"))
-    require_json(request)
-    header, binary = _split_body(request, await request.body())
-    parsed = read_request(header)
-    known = set(output_names(card))
-    wanted = {o.name: o for o in parsed.outputs or ()}
-    if set(wanted) - known:
-        raise ApiError(
-            422,
-            [
-                f"outputs: unknown output {n[:60]!r} (outputs: {', '.join(sorted(known))})"
-                for n in sorted(set(wanted) - known)
-            ],
-        )
-    columns, rows = _columns(parsed, card, service.schemas.max_rows, _tensor_values(parsed, binary))
-    model, batcher = service.serving()
-    try:
-        feed = model.read(columns, nan_is_missing=True)
-    except InputValidationError as exc:
-        raise ApiError(422, [str(issue) for issue in exc.issues[:MAX_LINES]]) from None
-    prediction = await batcher.predict(feed, rows)
-    service.metrics.predicted(prediction)
+def _answer(
+    card: ModelCard,
+    parsed: InferBody,
+    prediction: Prediction,
+    rows: int,
+    wanted: dict[str, InferOutput],
+) -> tuple[bytes, list[bytes]]:
+    """The answer's JSON and, for outputs asked for as binary data, their bytes."""
     tensors: list[tuple[str, str, list[int], Any]] = []
     if prediction.values is not None:
         tensors.append(("value", "FP32", [rows], prediction.values))
@@ -394,14 +393,32 @@ async def infer(request: Request, service: ServiceDep) -> Response:
         "id": None if parsed.id is UNSET else parsed.id,
         "outputs": outputs,
     }
-    body = dumps(answer)
-    if not blobs:
-        return JSONBytesResponse(body)
-    return Response(
-        body + b"".join(blobs),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(body))},
-    )
+    return dumps(answer), blobs
+
+
+def openapi_path() -> dict[str, Any]:
+    """The infer route as the OpenAPI document describes it (its request body is the model's
+    own `InferRequest`, from `schemas.infer_request_schema`)."""
+    binary = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
+    answer = {"application/json": {"schema": {"$ref": "#/components/schemas/InferResponse"}}}
+    request = {"application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}}}
+    return {
+        "post": {
+            "tags": ["open inference protocol (v2)"],
+            "summary": "Infer (v2)",
+            "description": InferEndpoint.__doc__.split("\n\n")[0] if InferEndpoint.__doc__ else "",
+            "operationId": "infer",
+            "parameters": [
+                {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "requestBody": {"required": True, "content": request},
+            "responses": {
+                # With `binary_data_output` (or an output's `binary_data`): the binary extension.
+                "200": {"description": "The output tensors", "content": {**answer, **binary}},
+                **openapi_errors(400, 404, 413, 415, 422, 500, 503, v2=True),
+            },
+        }
+    }
 
 
 def _binary(datatype: str, array: Any) -> bytes:
