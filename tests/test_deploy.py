@@ -106,6 +106,7 @@ def test_every_server_runs_hardened_with_probes_on_the_servers_own_routes(
 def test_every_setting_in_the_manifests_is_one_the_server_reads() -> None:
     for pod, container in containers():
         env = {item["name"]: item["value"] for item in container["env"]}
+        assert env.pop("ORT_DISABLE_TELEMETRY") == "1"  # onnxruntime's telemetry, off
         assert all(name.startswith(ENV_PREFIX) for name in env)
         settings = Settings.model_validate(
             {name.removeprefix(ENV_PREFIX).lower(): value for name, value in env.items()}

@@ -39,6 +39,9 @@ def test_every_batch_pod_runs_hardened_on_the_shared_volume() -> None:
         assert {"requests", "limits"} <= set(container["resources"]), name
         mounts = {mount["mountPath"] for mount in container["volumeMounts"]}
         assert ("/data" in mounts) == (name != "scheduler"), name
+        if name != "scheduler":  # the pods that load onnxruntime keep its telemetry off
+            env = {item["name"]: item["value"] for item in container["env"]}
+            assert env["ORT_DISABLE_TELEMETRY"] == "1", name
     claims = {
         volume["persistentVolumeClaim"]["claimName"]
         for pod in pods.values()
