@@ -7,9 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -189,3 +194,70 @@ def test_outputs_are_readable_by_another_user_under_the_usual_umask(project: Pat
     modes = {p.relative_to(project).as_posix(): oct(p.stat().st_mode & 0o777) for p in published}
     wanted = {name: oct(0o755 if (project / name).is_dir() else 0o644) for name in modes}
     assert modes == wanted
+
+
+STRACE = shutil.which("strace")
+# A connect or send to an address that is not this machine's loopback, as strace prints it.
+_REMOTE = re.compile(
+    r'(?:connect|sendto|sendmsg)\(.*sa_family=AF_INET6?.*?(?:inet_addr|inet_pton)\([^"]*"([^"]+)"'
+)
+
+
+@pytest.mark.skipif(STRACE is None, reason="needs strace (`.ci/run` installs it)")
+def test_no_command_or_server_talks_to_anything_but_loopback(project: Path) -> None:
+    """Train, predict and a served request, each traced for every network call it makes (DNS
+    lookups included): none leaves the machine, onnxruntime's telemetry included."""
+    traces = project / "traces"
+    traces.mkdir()
+    cli_command = [sys.executable, "-m", "mlops_template"]
+
+    def traced() -> list[str]:
+        return [STRACE or "strace", "-f", "-qq", "-e", "trace=%network"]
+
+    for name, args in {
+        "train": ["train"],
+        "predict": ["predict", "penguins.csv", "-o", "scored.parquet"],
+    }.items():
+        command = [*traced(), "-o", str(traces / name), *cli_command, *args]
+        result = subprocess.run(command, cwd=project, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve = [*traced(), "-o", str(traces / "serve"), *cli_command]
+    server = subprocess.Popen(
+        [*serve, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=project,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/model", timeout=5) as card:
+                    example = json.loads(card.read())["example"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.2)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/predict",
+            data=json.dumps({"records": [example]}).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # strace and the server it traces
+        server.wait(timeout=60)
+    calls = [line for trace in traces.iterdir() for line in trace.read_text().splitlines()]
+    assert any(f"htons({port})" in line for line in calls)  # the trace sees the server bind
+    remote = [line for line in calls if _remote(line)]
+    assert remote == []
+
+
+def _remote(line: str) -> bool:
+    found = _REMOTE.search(line)
+    return found is not None and found.group(1) not in ("127.0.0.1", "::1", "::ffff:127.0.0.1")
