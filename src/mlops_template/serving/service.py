@@ -182,12 +182,14 @@ def read_json(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
 def invalid(exc: msgspec.ValidationError) -> ApiError:
     """422 for msgspec's message, led by where in the body it is (`inputs[0].shape`)."""
     message, _, where = str(exc).partition(" - at `$")
-    return ApiError(422, [f"{where.rstrip('`').lstrip('.') or 'body'}: {message}"])
+    line = f"{where.rstrip('`').lstrip('.') or 'body'}: {message}"
+    return ApiError(422, [line if len(line) <= _LINE else line[: _LINE - 3] + "..."])
 
 
 V2_PREFIX = "/v2"
 _NAME = 60  # longest field name echoed back
 MAX_LINES = 20  # most problem lines in one answer
+_LINE = 200  # longest line quoted from msgspec (it echoes a field name whole)
 # What a JSON parser raises for a body it cannot read (invalid UTF-8 and deep nesting included).
 UNREADABLE_JSON = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
@@ -225,7 +227,10 @@ def duplicate_keys(body: bytes) -> list[str]:
 
 def refuse_duplicate_keys(body: bytes) -> None:
     """400 naming each key given twice in one object (the parsers kept only the last)."""
-    twice = duplicate_keys(body)
+    try:
+        twice = duplicate_keys(body)
+    except ValueError as exc:  # what msgspec stopped before reaching: not UTF-8, say
+        raise ApiError(400, [f"body is not valid JSON: {str(exc)[:120]}"]) from None
     if twice:
         raise ApiError(400, [f"body: key {shown(k)} is given twice" for k in twice[:MAX_LINES]])
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Annotated, Any
 
 import msgspec
@@ -16,15 +16,14 @@ from ...inference import Prediction
 from ..schemas import PredictSchemas
 from ..service import (
     MAX_LINES,
-    UNREADABLE_JSON,
     ModelService,
     check_json_content_type,
     header,
     openapi_errors,
     read_body,
+    read_json,
     refuse_duplicate_keys,
     send_answer,
-    shown,
 )
 
 __all__ = [
@@ -33,68 +32,9 @@ __all__ = [
     "RecordsCodec",
     "openapi_path",
     "predict_json",
-    "read_records",
 ]
 
 PATH = "/predict"
-
-
-def read_records(body: bytes, card: ModelCard, max_rows: int) -> dict[str, list[Any]]:
-    """The `/predict` body as one list of values per feature; 400 or 422 for a bad envelope.
-
-    Only the envelope is checked here (an object with `records`, a list of 1 to `max_rows`
-    objects, each with exactly the card's features, no key twice); the values are the data
-    contract's to check, a whole column at a time.
-    """
-    try:
-        data = msgspec.json.decode(body)  # the parser of `RecordsCodec.read`, untyped
-    except UNREADABLE_JSON as exc:
-        raise ApiError(400, [f"body is not valid JSON: {str(exc)[:120]}"]) from None
-    try:
-        return _envelope(body, data, card, max_rows)
-    except ApiError as exc:
-        # A key given twice may be why the envelope looks wrong (the parser kept the last).
-        if exc.status == 422:
-            refuse_duplicate_keys(body)
-        raise
-
-
-def _envelope(body: bytes, data: Any, card: ModelCard, max_rows: int) -> dict[str, list[Any]]:
-    if type(data) is not dict or "records" not in data:
-        raise ApiError(422, ["body: expected an object with a `records` list"])
-    if len(data) > 1:
-        extra = sorted(k for k in data if k != "records")[:MAX_LINES]
-        raise ApiError(422, [f"body: unknown field {shown(k)}" for k in extra])
-    records = data["records"]
-    if type(records) is not list or not records:
-        raise ApiError(422, ["records: expected a list of at least one record"])
-    if len(records) > max_rows:
-        raise ApiError(
-            422, [f"records: {len(records)} records, more than this server's limit of {max_rows}"]
-        )
-    if set(map(type, records)) != {dict}:
-        index = next(i for i, r in enumerate(records) if type(r) is not dict)
-        raise ApiError(422, [f"records[{index}]: expected an object of features"])
-    names = card.feature_names
-    # Each colon outside a string is one key: as many colons as parsed keys means none was
-    # given twice (colons inside strings only add to the count, so they cannot hide one).
-    if body.count(b":") != 1 + sum(map(len, records)):
-        refuse_duplicate_keys(body)
-    # Every record with as many keys as there are features, and every feature in each: then
-    # each has exactly the features. Both run in C, not in a Python loop per record.
-    if set(map(len, records)) == {len(names)}:
-        try:
-            return {name: list(map(itemgetter(name), records)) for name in names}
-        except KeyError:
-            pass
-    wanted = frozenset(names)
-    lines: list[str] = []
-    for i, record in enumerate(records):
-        lines += [f"records[{i}]: missing feature {shown(n)}" for n in names if n not in record]
-        lines += [f"records[{i}]: unknown field {shown(k)}" for k in record if k not in wanted]
-        if len(lines) >= MAX_LINES:
-            break
-    raise ApiError(422, lines[:MAX_LINES])
 
 
 class RecordsCodec:
@@ -105,9 +45,8 @@ class RecordsCodec:
 
     `read` decodes the body straight into one struct per record (msgspec, in C), which also
     decides that the envelope is right: an object with only `records`, a list of 1 to
-    `max_rows` records, each with exactly the card's features. Any body it does not take goes
-    to `read_records`, which finds and names every problem; the two give the same columns
-    (a test holds them together). Values are the data contract's to check, either way.
+    `max_rows` records, each with exactly the card's features; msgspec names the first place
+    where it is not. Values are the data contract's to check, a whole column at a time.
 
     `write` assembles the answer: orjson writes each output column in C (float32 at its
     shortest exact form), and the records are its values interleaved with the fixed text
@@ -136,14 +75,11 @@ class RecordsCodec:
 
     def read(self, body: bytes) -> dict[str, list[Any]]:
         """The body as one list of values per feature; 400 or 422 for a bad envelope."""
-        try:
-            records = self._decoder.decode(body).records
-        except UNREADABLE_JSON:
-            return read_records(body, self._card, self._max_rows)
+        records = read_json(self._decoder, body).records
         # As many colons as keys: no key given twice (the decoder keeps the last); colons in
-        # strings only add to the count, so they cannot hide one.
+        # strings only add to the count, and send the body to the full check.
         if body.count(b":") != 1 + len(self._getters) * len(records):
-            return read_records(body, self._card, self._max_rows)
+            refuse_duplicate_keys(body)
         return {name: list(map(get, records)) for name, get in self._getters}
 
     def _init_writer(self, card: ModelCard) -> None:
