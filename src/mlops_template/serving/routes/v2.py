@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from typing import Any
 
 import msgspec
-import numpy as np
 from fastapi import APIRouter, Request
 from msgspec import UNSET
 from starlette.types import Receive, Scope, Send
@@ -21,7 +19,6 @@ from ..schemas import (
     NUMERIC_DATATYPES,
     InferBody,
     InferOutput,
-    InferTensor,
     ModelMetadata,
     ServerMetadata,
     TensorMetadata,
@@ -42,6 +39,7 @@ from ..service import (
     refuse_duplicate_keys,
     send_answer,
 )
+from . import binary
 
 __all__ = ["PREFIX", "InferEndpoint", "model_metadata", "openapi_path", "read_request", "router"]
 
@@ -138,82 +136,6 @@ def _model(service: ModelService, name: str, version: str | None = None) -> Mode
             ],
         )
     return card
-
-
-_HEADER_LENGTH = "inference-header-content-length"
-_BINARY_TYPES = {
-    "FP16": "<f2",
-    "FP32": "<f4",
-    "FP64": "<f8",
-    "INT8": "<i1",
-    "INT16": "<i2",
-    "INT32": "<i4",
-    "INT64": "<i8",
-    "UINT8": "<u1",
-    "UINT16": "<u2",
-    "UINT32": "<u4",
-    "UINT64": "<u8",
-}
-
-
-def _split_body(length: str | None, body: bytes) -> tuple[bytes, bytes]:
-    """The JSON header and the binary data of a request in the binary tensor extension, split
-    at its Inference-Header-Content-Length (`length`, None for a JSON request)."""
-    if length is None:
-        return body, b""
-    if not length.isdigit() or int(length) > len(body):
-        raise ApiError(400, [f"{_HEADER_LENGTH}: {length[:20]!r} is not a length within the body"])
-    return body[: int(length)], body[int(length) :]
-
-
-def _binary_values(tensor: InferTensor, index: int, blob: memoryview) -> list[Any]:
-    """A tensor's values from the binary tensor extension: little-endian numbers (NaN for a
-    missing number), or BYTES as 4-byte lengths and UTF-8 text (empty for a missing label)."""
-    where = f"inputs[{index}]"
-    if tensor.datatype == "BYTES":
-        values: list[Any] = []
-        offset = 0
-        while offset < len(blob):
-            if offset + 4 > len(blob):
-                raise ApiError(400, [f"{where}: BYTES data ends inside an element's length"])
-            (size,) = struct.unpack_from("<I", blob, offset)
-            text = bytes(blob[offset + 4 : offset + 4 + size])
-            if len(text) != size:
-                raise ApiError(400, [f"{where}: BYTES data ends inside an element"])
-            try:
-                values.append(text.decode("utf-8"))  # empty: the protocol's missing label
-            except UnicodeDecodeError:
-                raise ApiError(400, [f"{where}: BYTES element is not UTF-8 text"]) from None
-            offset += 4 + size
-        return values
-    if tensor.datatype not in _BINARY_TYPES:
-        raise ApiError(422, [f"{where}.datatype: no binary form for {tensor.datatype}"])
-    dtype = np.dtype(_BINARY_TYPES[tensor.datatype])
-    if len(blob) % dtype.itemsize:
-        raise ApiError(400, [f"{where}: {len(blob)} bytes is not a whole number of {dtype}"])
-    array = np.frombuffer(blob, dtype=dtype)
-    return list(array.tolist())  # NaN stays NaN: the protocol's missing number
-
-
-def _tensor_values(parsed: InferBody, binary: bytes) -> list[list[Any] | None]:
-    """Every input tensor's values, from its `data` or from the binary data that follows."""
-    blob = memoryview(binary)
-    offset = 0
-    values: list[list[Any] | None] = []
-    for i, tensor in enumerate(parsed.inputs):
-        size = (tensor.parameters or {}).get("binary_data_size")
-        if size is None:
-            values.append(None if tensor.data is UNSET else tensor.data)
-            continue
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
-            raise ApiError(422, [f"inputs[{i}].parameters.binary_data_size: not a size"])
-        if offset + size > len(blob):
-            raise ApiError(400, [f"inputs[{i}]: binary data shorter than binary_data_size"])
-        values.append(_binary_values(tensor, i, blob[offset : offset + size]))
-        offset += size
-    if offset != len(blob):
-        raise ApiError(400, [f"{len(blob) - offset} bytes of binary data belong to no input"])
-    return values
 
 
 def _columns(
@@ -324,8 +246,8 @@ class InferEndpoint:
         path = scope["path_params"]
         card = _model(service, path["model_name"], path.get("model_version"))
         check_json_content_type(header(scope, b"content-type"))
-        header_length = header(scope, _HEADER_LENGTH.encode()) or None
-        json_part, binary = _split_body(header_length, await read_body(receive))
+        header_length = header(scope, binary.HEADER_LENGTH.encode()) or None
+        json_part, blob = binary.split_body(header_length, await read_body(receive))
         parsed = read_request(json_part)
         known = set(output_names(card))
         wanted = {o.name: o for o in parsed.outputs or ()}
@@ -337,7 +259,7 @@ class InferEndpoint:
                     for n in sorted(set(wanted) - known)
                 ],
             )
-        data = _tensor_values(parsed, binary)
+        data = binary.tensor_values(parsed, blob)
         columns, rows = _columns(parsed, card, service.schemas.max_rows, data)
         model, batcher = service.serving()
         try:
@@ -350,7 +272,7 @@ class InferEndpoint:
         if not blobs:
             await send_answer(send, body)
             return
-        length = (_HEADER_LENGTH.encode(), b"%d" % len(body))
+        length = (binary.HEADER_LENGTH.encode(), b"%d" % len(body))
         await send_answer(send, body + b"".join(blobs), b"application/octet-stream", length)
 
 
@@ -381,7 +303,7 @@ def _answer(
         binary_out = (asked.parameters or {}).get("binary_data") if asked else None
         output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
         if binary_out if binary_out is not None else every_binary:
-            blob = _binary(datatype, array)
+            blob = binary.encode(datatype, array)
             output["parameters"] = {"binary_data_size": len(blob)}
             blobs.append(blob)
         else:
@@ -419,11 +341,3 @@ def openapi_path() -> dict[str, Any]:
             },
         }
     }
-
-
-def _binary(datatype: str, array: Any) -> bytes:
-    """An output tensor in the binary tensor extension's encoding."""
-    if datatype == "BYTES":
-        encoded = [str(v).encode("utf-8") for v in array.tolist()]
-        return b"".join(struct.pack("<I", len(e)) + e for e in encoded)
-    return bytes(np.ascontiguousarray(array, dtype="<f4").tobytes())

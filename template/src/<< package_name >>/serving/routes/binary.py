@@ -1,0 +1,1 @@
+../../../../../src/mlops_template/serving/routes/binary.py
