@@ -16,9 +16,9 @@ from polars.io.plugins import register_io_source
 from . import contract
 from ._fs import atomic_path
 from .card import ModelCard
-from .data import TableReader
 from .errors import DataFileError, DataSchemaError, Error, Issue, first_line
 from .inference import Feed, OnnxModel, Prediction
+from .tables import TableReader
 
 __all__ = [
     "CHUNK_ROWS",
