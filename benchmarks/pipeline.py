@@ -256,7 +256,7 @@ def io_alone(model: OnnxModel, plan: BatchPlan, output: Path) -> None:
     """
     from polars.io.plugins import register_io_source
 
-    from mlops_template import contract
+    from mlops_template import frames
     from mlops_template.batch import CHUNK_ROWS, prediction_columns
 
     head = plan.scan().head(CHUNK_ROWS).collect()
@@ -264,7 +264,7 @@ def io_alone(model: OnnxModel, plan: BatchPlan, output: Path) -> None:
     names = prediction_columns(model.card)
     names = names[:1] if model.card.task == "regression" else names[1:]
     categories = [f for f in model.card.features if f.type == "category"]
-    lazy = plan.scan().with_columns(contract.typed_expr(f, enum=True) for f in categories)
+    lazy = plan.scan().with_columns(frames.typed_expr(f, enum=True) for f in categories)
 
     def score(rows: int) -> pl.DataFrame:  # the bare session, in predict's slices
         scores = model.scores({name: array[:rows] for name, array in feed.items()})

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlops_template import contract
+from mlops_template import contract, frames
 from mlops_template._fs import current_version
 from mlops_template.batch import predict_file
 from mlops_template.card import input_names
@@ -232,8 +232,8 @@ def test_an_infinity_is_refused_whatever_the_bounds_and_the_other_rows(
         faults = contract.check([contract.read_values(spec, values)])
         assert [(f.message, f.rows) for f in faults] == [("not a finite number", (row,))]
         frame = pl.DataFrame({"reading": values}, schema={"reading": pl.Float64})
-        read = frame.select(contract.polars_exprs(spec, "x"))
-        faults = contract.check([contract.read_polars(spec, read, "x")])
+        read = frame.select(frames.polars_exprs(spec, "x"))
+        faults = contract.check([frames.read_polars(spec, read, "x")])
         assert [(f.message, f.rows) for f in faults] == [("not a finite number", (row,))]
 
 
@@ -281,7 +281,7 @@ def test_a_few_categories_compared_in_turn_label_as_the_lookup_and_the_api_do(
     labels = ["1", "2"] if number_like else ["Dream", "Genève-Ville de Lausanne", "Biscoe"]
     spec = ColumnSpec(name="c", type="category", categories=labels, nullable=True)
     frame = pl.DataFrame({"c": values}, schema={"c": pl.String})
-    compared = frame.select(contract.typed_expr(spec, enum=True)).to_series()
+    compared = frame.select(frames.typed_expr(spec, enum=True)).to_series()
     assert compared.dtype == pl.Enum(spec.categories)
     if number_like:
         codes = contract.read_values(spec, values).codes

@@ -13,7 +13,7 @@ from typing import Any
 import polars as pl
 from polars.io.plugins import register_io_source
 
-from . import contract
+from . import frames
 from ._fs import atomic_path
 from .card import ModelCard
 from .errors import DataFileError, DataSchemaError, Error, Issue, first_line
@@ -125,12 +125,12 @@ def plan_file(model: OnnxModel, source: Path) -> BatchPlan:
     # eagerly (a plan that computes them too holds more memory as files grow).
     exprs: list[str | pl.Expr] = [
         *passing,
-        *(contract.typed_expr(f, enum=True) for f in features),
+        *(frames.typed_expr(f, enum=True) for f in features),
         *reader.contract_exprs(features),
     ]
     spec_of = {f.name: f for f in features}
     schema: dict[str, Any] = {
-        n: contract.typed_dtype(spec_of[n], enum=True) if n in spec_of else types[n] for n in names
+        n: frames.typed_dtype(spec_of[n], enum=True) if n in spec_of else types[n] for n in names
     }
     schema[added[0]] = pl.Float32 if model.card.task == "regression" else _label_type(model.card)
     schema |= dict.fromkeys(added[1:], pl.Float32)

@@ -17,7 +17,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import contract
+from . import contract, frames
 from ._fs import current_version, publish_or_explain, sha256_file
 from .errors import DataFileError, DataSchemaError, Issue, first_line
 from .schema import ColumnSpec, DatasetSchema
@@ -74,7 +74,7 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
     specs = [schema.target, *schema.features]
     header = reader.header_issues(specs, allowed=schema.columns)
     present = reader.checkable(specs)
-    typed = [contract.typed_expr(spec) for spec in present]
+    typed = [frames.typed_expr(spec) for spec in present]
     try:
         arrays = reader.scan().select(*typed, *reader.contract_exprs(present)).collect()
     except pl.exceptions.PolarsError as exc:
@@ -202,11 +202,11 @@ def to_model_inputs(
     read = frame.select(
         expr
         for spec, prefix in zip(features, prefixes, strict=True)
-        for expr in contract.polars_exprs(spec, prefix)
+        for expr in frames.polars_exprs(spec, prefix)
     )
     inputs = {}
     for spec, prefix in zip(features, prefixes, strict=True):
-        array = contract.encode(contract.read_polars(spec, read, prefix))
+        array = contract.encode(frames.read_polars(spec, read, prefix))
         if array.dtype.kind == "S":  # category labels, as UTF-8 bytes
             array = np.char.decode(array, "utf-8").astype(object)
         inputs[names[spec.name]] = array

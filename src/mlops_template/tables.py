@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from . import contract
+from . import contract, frames
 from .errors import DataFileError, DataSchemaError, Issue, first_line
 from .schema import ColumnSpec
 
@@ -111,7 +111,7 @@ class TableReader:
             if spec.name not in found:
                 shown = ", ".join(found[:30]) + (" ..." if len(found) > 30 else "")
                 issues.append(Issue(spec.name, f"missing from the file (found columns: {shown})"))
-            elif not contract.castable(self.schema[spec.name], spec):
+            elif not frames.castable(self.schema[spec.name], spec):
                 found_type = self.schema[spec.name]
                 issues.append(
                     Issue(spec.name, f"expected {contract.expected(spec)}, found {found_type}")
@@ -129,7 +129,7 @@ class TableReader:
     def checkable(self, specs: Sequence[ColumnSpec]) -> list[ColumnSpec]:
         """The specs whose columns are in the file with a usable type."""
         return [
-            s for s in specs if s.name in self.schema and contract.castable(self.schema[s.name], s)
+            s for s in specs if s.name in self.schema and frames.castable(self.schema[s.name], s)
         ]
 
     def contract_exprs(self, specs: Sequence[ColumnSpec]) -> list[pl.Expr]:
@@ -137,7 +137,7 @@ class TableReader:
         return [
             expr
             for i, spec in enumerate(specs)
-            for expr in contract.polars_exprs(spec, PREFIX.format(i))
+            for expr in frames.polars_exprs(spec, PREFIX.format(i))
         ]
 
     def check(
@@ -154,7 +154,7 @@ class TableReader:
         `first_row` is the file row of the frame's first row, for a frame that is one chunk.
         """
         columns = [
-            contract.read_polars(spec, frame, PREFIX.format(i)) for i, spec in enumerate(specs)
+            frames.read_polars(spec, frame, PREFIX.format(i)) for i, spec in enumerate(specs)
         ]
         faults = contract.check(columns, allow_null=allow_null)
         issues = list(more_issues)
