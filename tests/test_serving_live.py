@@ -251,6 +251,37 @@ def test_sigterm_lets_every_accepted_request_finish_and_exits_0(
     assert any("Finished server process" in line for line in server.logs())
 
 
+def test_sigterm_with_200_requests_in_flight_answers_every_one(
+    trained_dir: Path, tmp_path: Path, card: ModelCard
+) -> None:
+    """200 connections each send a whole request, and SIGTERM follows at once: some are still
+    in the kernel's accept queue, others accepted but not yet read. Each gets its answer
+    (uvicorn alone reset them: its shutdown closes a connection with no request under way)."""
+    body = json.dumps({"records": [card.example] * 64}).encode()
+    request = (
+        "POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    with serving(trained_dir, tmp_path) as server:
+        port = int(server.url.rsplit(":", 1)[1])
+        clients = []
+        for _ in range(200):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.sendall(request)
+            clients.append(sock)
+        server.process.send_signal(signal.SIGTERM)
+        statuses = []
+        for sock in clients:
+            try:
+                statuses.append(_status(sock))
+            except OSError as error:  # a reset: the answer lost
+                statuses.append(type(error).__name__)
+            sock.close()
+        code = server.process.wait(timeout=60)
+    assert statuses == [200] * 200
+    assert code == 0
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

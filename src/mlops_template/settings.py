@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     graceful_timeout: int = Field(
         30, ge=0, description="Seconds that requests in flight get to finish after SIGTERM"
     )
+    drain_seconds: float = Field(
+        0.5,
+        ge=0,
+        description="Seconds after SIGTERM that the server still takes in connections already made",
+    )
     batching: bool = Field(True, description="Coalesce concurrent requests into one model call")
     model_download: bool = Field(
         False,

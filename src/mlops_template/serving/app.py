@@ -7,10 +7,14 @@ prediction and only then marks the server ready.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import signal
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from types import FrameType
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -62,6 +66,7 @@ def _lifespan(settings: Settings, service: ModelService, model: OnnxModel) -> An
         # way, so collections triggered by requests scan only their own objects.
         gc.collect()
         gc.freeze()
+        _drain_before_stopping(settings.drain_seconds)
         service.ready = True
         log.info("model ready", extra={"model": service.card.name, "version": service.card.version})
         try:
@@ -71,6 +76,29 @@ def _lifespan(settings: Settings, service: ModelService, model: OnnxModel) -> An
             log.info("shutting down", extra={"model": service.card.name})
 
     return lifespan
+
+
+def _drain_before_stopping(seconds: float) -> None:
+    """On SIGTERM, keep accepting and reading for `seconds` before the server's own shutdown.
+
+    uvicorn's shutdown closes the listening socket and every connection with no request under
+    way, so a connection the kernel had already accepted, or whose request had arrived but not
+    yet been read, would be reset. For `seconds` the event loop takes in what is already
+    there, then the handler the server installed runs as it would have (it drains the requests
+    under way). Only where the server handles signals: its main thread.
+    """
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    server_handler = signal.getsignal(signal.SIGTERM)
+    if not callable(server_handler):
+        return
+
+    def later(signum: int, frame: FrameType | None) -> None:
+        log.info("draining before shutdown", extra={"seconds": seconds})
+        loop.call_soon_threadsafe(loop.call_later, seconds, server_handler, signum, None)
+
+    signal.signal(signal.SIGTERM, later)
 
 
 def _request_id(request: Request) -> str | None:
