@@ -4,7 +4,7 @@ front of uvicorn's own HTTP protocol.
 httptools keeps a header's bytes until the header ends, and uvicorn sets no limit, so a client
 could make the server hold a 256 MiB header in memory, or trickle one forever. `HeadLimits` is
 the asyncio protocol uvicorn runs for each connection (its `http` setting takes one): it watches
-the bytes on their way to uvicorn's `HttpToolsProtocol`, which it wraps, and answers 431
+the bytes on their way to uvicorn's own httptools protocol, which it wraps, and answers 431
 (Request Header Fields Too Large) as soon as a head passes `max_head_bytes` or its headers pass
 `max_headers`, or 408 when a head is not complete within `head_timeout` seconds. Each refusal
 closes the connection, so nothing more is read. It keeps its own httptools parser to find where
@@ -18,13 +18,16 @@ import logging
 from typing import Any, cast
 
 import httptools
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.config import HTTP_PROTOCOLS
+from uvicorn.importer import import_from_string
 
 from .service import error_body
 
 __all__ = ["HeadLimits", "configure"]
 
 log = logging.getLogger(__name__.rsplit(".", 1)[0])
+# The protocol uvicorn runs for `--http httptools`, resolved as uvicorn resolves that setting.
+_UVICORN_PROTOCOL: Any = import_from_string(HTTP_PROTOCOLS["httptools"])
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 _LINGER = 2.0  # seconds a refused connection is drained before it is closed
 
@@ -41,7 +44,7 @@ class HeadLimits(asyncio.Protocol):
     head_timeout = 10.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.inner = HttpToolsProtocol(*args, **kwargs)
+        self.inner = _UVICORN_PROTOCOL(*args, **kwargs)
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -67,7 +70,8 @@ class HeadLimits(asyncio.Protocol):
         self.inner.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
-        return self.inner.eof_received()  # type: ignore[func-returns-value]
+        keep_open: bool | None = self.inner.eof_received()
+        return keep_open
 
     def pause_writing(self) -> None:
         self.inner.pause_writing()
