@@ -156,10 +156,11 @@ def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path)
     assert scored[0].startswith(",".join(["species", *RENAMED.values()]))
     assert len(scored) == 345
     bench = make("bench", "QUICK=1")
-    assert "ratio to floor" in bench
-    assert "I/O and model alone" in bench
+    assert "x the floor" in bench
+    assert "of I/O and model alone" in bench
+    assert "of a plain script" in bench
     assert "## Serving `odd`" in bench  # the project's own model, by its name
-    assert "ratio v2 / /predict req/s at b1 (ours)" in bench
+    assert "/predict batch 1 " in bench
     assert "bare" not in bench  # the template's yardsticks stay in the template
     assert "MLServer" not in bench
     card = json.loads((path / "models" / "current" / "model.json").read_text())
