@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     max_buffered_bytes: int = Field(
         64 * 1024 * 1024,
         ge=1024,
-        description="Most bytes of request bodies held at once per process; more get 503",
+        description="Most bytes of request bodies being received at once per process; more get 503",
     )
     max_concurrency: int = Field(
         64, ge=1, description="Requests handled at once per process; more get 503 at once"
