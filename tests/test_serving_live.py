@@ -506,6 +506,76 @@ def test_every_worker_serves_the_version_the_server_started_with(
     assert set(answers) == {started}
 
 
+@pytest.mark.e2e
+def test_sighup_takes_a_newly_trained_model_on_every_worker_without_losing_a_request(
+    schema: DatasetSchema, prepared_dir: Path, trained_dir: Path, tmp_path: Path
+) -> None:
+    """SIGHUP to a two-worker server: each worker is replaced by one serving the version
+    `train` published meanwhile, and a client asking all the while gets every answer. A
+    reload to a folder with no model is refused, and the server keeps what it serves."""
+    from mlops_template.train import train_model
+
+    models = tmp_path / "models"
+    shutil.copytree(trained_dir, models, symlinks=True)
+    with serving(models, tmp_path, MLOPS_TEMPLATE_WORKERS="2") as server:
+        _wait_for_ready_lines(server, 2)
+        newer = schema.model_copy(update={"model": LinearModel(C=0.1)})
+        trained = train_model(newer, prepared_dir, models).version
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            asking = pool.submit(
+                _ask_until,
+                f"{server.url}/model",
+                lambda: len(_children(server.process.pid)) == 2 and _ready_lines(server) >= 4,
+            )
+            os.kill(server.process.pid, signal.SIGHUP)
+            statuses = asking.result(timeout=2 * STARTUP_SECONDS)
+        assert len(statuses) > 20
+        assert set(statuses) == {200}, statuses
+        answers = [json.loads(get(f"{server.url}/model")[1])["version"] for _ in range(40)]
+        assert set(answers) == {trained}
+
+        (models / "current").unlink()
+        os.kill(server.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not any("reload refused" in line for line in server.logs()):
+            assert time.monotonic() < deadline, "\n".join(server.logs()[-20:])
+            time.sleep(0.1)
+        answers = [json.loads(get(f"{server.url}/model")[1])["version"] for _ in range(20)]
+        assert set(answers) == {trained}
+        assert _ready_lines(server) == 4  # no worker was replaced
+
+
+def test_sighup_to_one_worker_is_refused_with_a_log_line_and_the_server_goes_on(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    with serving(trained_dir, tmp_path) as server:
+        os.kill(server.process.pid, signal.SIGHUP)
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not any("SIGHUP ignored" in line for line in server.logs()):
+            assert time.monotonic() < deadline, "\n".join(server.logs()[-20:])
+            time.sleep(0.1)
+        assert get(f"{server.url}/health/ready")[0] == 200
+        assert server.process.poll() is None
+
+
+def _ask_until(url: str, done: Any) -> list[int | str]:
+    """GET `url` on a new connection each time until `done()` (bounded): statuses, or errors."""
+    statuses: list[int | str] = []
+    deadline = time.monotonic() + 2 * STARTUP_SECONDS
+    while time.monotonic() < deadline and len(statuses) < 20_000:
+        try:
+            statuses.append(get(url, timeout=10)[0])
+        except OSError as exc:
+            statuses.append(repr(exc))
+        if len(statuses) > 20 and done():
+            break
+    return statuses
+
+
+def _ready_lines(server: Server) -> int:
+    return sum("model ready" in line for line in server.logs())
+
+
 def _wait_for_ready_lines(server: Server, count: int) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while sum("model ready" in line for line in server.logs()) < count:

@@ -9,6 +9,11 @@ the bytes on their way to uvicorn's own httptools protocol, which it wraps, and 
 `max_headers`, or 408 when a head is not complete within `head_timeout` seconds. Each refusal
 closes the connection, so nothing more is read. It keeps its own httptools parser to find where
 each request of a keep-alive connection begins; everything else is uvicorn's, untouched.
+
+uvicorn learns of a connection when its first bytes arrive, not when it is accepted. At
+shutdown uvicorn closes every connection with no request under way; one accepted a moment
+before, whose request was sent but not yet read, would be reset. Such a request is read and
+answered instead, and a connection that never sends a byte is closed with nothing lost.
 """
 
 from __future__ import annotations
@@ -57,31 +62,39 @@ class HeadLimits(asyncio.Protocol):
         self.tail = b""  # the last bytes seen, so a head's end split over two chunks is found
         self.timer: asyncio.TimerHandle | None = None
         self.refused = False
+        self.made = False  # whether uvicorn's protocol has been handed the connection
 
     # asyncio's protocol interface, passed on to uvicorn's protocol.
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
-        self.inner.connection_made(self.transport)
         self._start_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
-        self.inner.connection_lost(exc)
+        if self.made:
+            self.inner.connection_lost(exc)
 
     def eof_received(self) -> bool | None:
+        if not self.made:
+            return None  # closed before a byte was sent: nothing to answer
         keep_open: bool | None = self.inner.eof_received()
         return keep_open
 
     def pause_writing(self) -> None:
-        self.inner.pause_writing()
+        if self.made:
+            self.inner.pause_writing()
 
     def resume_writing(self) -> None:
-        self.inner.resume_writing()
+        if self.made:
+            self.inner.resume_writing()
 
     def data_received(self, data: bytes) -> None:
         if self.refused:
             return  # what still arrives is dropped, not buffered
+        if not self.made and self.transport is not None:
+            self.made = True
+            self.inner.connection_made(self.transport)
         if self.watching:
             if self.reading_head:
                 # Count the head only: a chunk may hold its end and the body that follows.

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import uvicorn
+from uvicorn.supervisors import Multiprocess
 
+from ..errors import Error
 from ..inference import OnnxModel
 from ..settings import ENV_PREFIX, Settings
 from .app import create_app
@@ -18,6 +22,8 @@ from .logs import logging_config
 __all__ = ["configure_protocol", "run"]
 
 _FACTORY = f"{__name__.rsplit('.', 1)[0]}.app:create_app_from_env"
+_MODEL_DIR = f"{ENV_PREFIX}MODEL_DIR"
+log = logging.getLogger(__name__.rsplit(".", 1)[0])
 
 
 def run(settings: Settings, *, banner: str | None = None) -> None:
@@ -26,8 +32,10 @@ def run(settings: Settings, *, banner: str | None = None) -> None:
     The model is loaded here first, so that a missing or damaged model stops the command with
     one clear error before any port is opened or worker started. One process serves that very
     app; several workers each load the version resolved here, so a worker started later (a
-    respawn after a crash) serves the same model as the others, not one trained since.
+    respawn after a crash) serves the same model as the others, not one trained since. With
+    several workers, SIGHUP resolves the model folder again and replaces the workers one by one.
     """
+    configured = settings.model_dir
     if settings.workers == 1:
         configure_protocol(settings)
         app: Any = create_app(settings)
@@ -47,18 +55,54 @@ def run(settings: Settings, *, banner: str | None = None) -> None:
     # process managers then report no error).
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _stopped)
-    uvicorn.run(
-        app,
-        factory=isinstance(app, str),
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="auto",  # uvloop where installed
-        http=_protocol(),  # httptools with bounds on request heads, where installed
-        access_log=False,  # the middleware counts every request; errors are logged
-        log_config=logging_config(settings.log_level),
-        timeout_graceful_shutdown=settings.graceful_timeout,
-        server_header=False,
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "workers": settings.workers,
+        "loop": "auto",  # uvloop where installed
+        "http": _protocol(),  # httptools with bounds on request heads, where installed
+        "access_log": False,  # the middleware counts every request; errors are logged
+        "log_config": logging_config(settings.log_level),
+        "timeout_graceful_shutdown": settings.graceful_timeout,
+        "server_header": False,
+    }
+    if settings.workers == 1:
+        # One process cannot bring up its replacement before it stops: say so rather than die.
+        signal.signal(signal.SIGHUP, _reload_needs_workers)
+        uvicorn.run(app, **options)
+        return
+    # uvicorn's supervisor, as `uvicorn.run` starts it, replaces every worker on SIGHUP, each new
+    # one ready before the old one drains. Pin the newly trained version first, so that the new
+    # workers all load it.
+    config = uvicorn.Config(app, factory=True, **options)
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    restart = signal.getsignal(signal.SIGHUP)
+    if callable(restart):
+        signal.signal(
+            signal.SIGHUP,
+            lambda signum, frame: _reload(configured, settings, restart, signum, frame),
+        )
+    supervisor.run()
+
+
+def _reload(
+    configured: Path, settings: Settings, restart: Any, signum: int, frame: FrameType | None
+) -> None:
+    """Check the model `configured` names now, pin it for the workers, then let them restart."""
+    try:
+        model = OnnxModel.load(configured, threads=settings.threads)
+    except Error as exc:
+        log.error("reload refused, still serving %s: %s", os.environ[_MODEL_DIR], exc)
+        return
+    log.info("reloading: every worker is replaced by one serving %s", model.path.parent)
+    os.environ[_MODEL_DIR] = str(model.path.parent)
+    restart(signum, frame)
+
+
+def _reload_needs_workers(signum: int, frame: FrameType | None) -> None:
+    log.warning(
+        "SIGHUP ignored: a reload needs --workers 2 or more (one serves while another restarts);"
+        " restart this server to serve a newly trained model"
     )
 
 
