@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mlops_template._fs import current_version
+from mlops_template._fs import atomic_path, current_version
 from mlops_template.card import MODEL_FILE
 
 from .conftest import PENGUINS, PENGUINS_SCHEMA
@@ -128,6 +128,88 @@ def test_a_kill_during_prepare_leaves_the_previous_set(project: Path) -> None:
     assert current_version(project / "data" / "processed") == before
     assert {p.name: p.read_bytes() for p in before.iterdir()} == files
     assert cli("train", cwd=project).returncode == 0
+
+
+KILL_AT_PUBLISH = """
+import os, signal
+from pathlib import Path
+import mlops_template.train as train
+from mlops_template.schema import load_schema
+
+real = Path.replace
+
+def replace(self, target):
+    if self.name.startswith(".tmp-link-"):  # the version folder is named; die before `current`
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, target)
+
+Path.replace = replace
+train.train_model(load_schema(Path("dataset.toml")), Path("data/processed"), Path("models"))
+"""
+
+
+def test_a_kill_between_the_two_publishing_steps_leaves_nothing_the_next_run_keeps(
+    project: Path,
+) -> None:
+    """A run killed after naming its version folder, before switching `current` to it: the
+    next run removes that folder and the link it was making, so the versions kept for a
+    rollback are the published ones."""
+    published = []
+    for _ in range(2):
+        assert cli("train", cwd=project).returncode == 0
+        published.append(current_version(project / "models").name)
+    assert run(KILL_AT_PUBLISH, cwd=project).returncode == -signal.SIGKILL
+    models = project / "models"
+    assert current_version(models).name == published[-1]
+    assert len([p for p in models.iterdir() if p.name[:1].isdigit()]) == 3  # one unpublished
+    assert list(models.glob(".tmp-link-*"))
+    assert cli("train", cwd=project).returncode == 0
+    published.append(current_version(models).name)
+    assert sorted(p.name for p in models.iterdir() if p.name[:1].isdigit()) == published
+    assert not list(models.glob(".tmp-*"))
+
+
+KILL_AT_RENAME = """
+import os, signal, sys
+from pathlib import Path
+from mlops_template.batch import predict_file
+from mlops_template.inference import OnnxModel
+
+real = Path.replace
+
+def replace(self, target):
+    if self.name.endswith(".tmp"):  # the predictions are written; die before they are renamed
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, target)
+
+Path.replace = replace
+predict_file(OnnxModel.load(Path("models")), Path("penguins.csv"), Path("out.parquet"))
+"""
+
+
+def test_a_predict_killed_at_its_rename_leaves_a_file_the_next_run_removes(
+    project: Path,
+) -> None:
+    assert cli("train", cwd=project).returncode == 0
+    assert run(KILL_AT_RENAME, cwd=project).returncode == -signal.SIGKILL
+    assert list(project.glob(".out.parquet.*.tmp"))
+    assert not (project / "out.parquet").exists()
+    result = cli("predict", "penguins.csv", "--output", "out.parquet", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert not list(project.glob(".out.parquet.*"))
+    assert (project / "out.parquet").exists()
+
+
+def test_a_live_writer_keeps_its_temporary_file_when_another_writes_the_same_target(
+    tmp_path: Path,
+) -> None:
+    target = tmp_path / "out.txt"
+    with atomic_path(target) as first:
+        first.write_text("first")
+        with atomic_path(target) as second:
+            second.write_text("second")
+        assert first.read_text() == "first"
+    assert target.read_text() == "first"
 
 
 # The peak resident size of this process image: VmHWM, since ru_maxrss survives exec and so

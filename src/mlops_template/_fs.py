@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import hashlib
 import os
 import shutil
@@ -46,19 +47,43 @@ def atomic_path(target: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it replaces `target` in one step.
 
     The temporary file lives in the same folder so that `os.replace` is atomic. If the body
-    raises (or the process dies), `target` keeps its previous content and the temporary file
-    is removed.
+    raises, `target` keeps its previous content and the temporary file is removed. The writer
+    holds a lock on its temporary file, so the one a killed writer left behind (unlocked) is
+    removed by the next writer of the same target, while a live writer's is left alone.
     """
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}{suffix}.tmp"
-    # Created as `open` would create it (0666 less the umask), where `mkstemp` would give 0600
-    # and leave the file unreadable to a server running as another user.
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    _remove_dead_writers(target)
+    while True:
+        tmp = target.parent / f".{target.name}.{os.urandom(6).hex()}{suffix}.tmp"
+        # Created as `open` would create it (0666 less the umask), where `mkstemp` would give
+        # 0600 and leave the file unreadable to a server running as another user.
+        descriptor = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        if os.fstat(descriptor).st_nlink:
+            break
+        os.close(descriptor)  # removed as a leftover before it was locked: take another name
     try:
         yield tmp
         tmp.replace(target)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+def _remove_dead_writers(target: Path) -> None:
+    """Remove the temporary files of `target` that no live writer holds locked."""
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        try:
+            descriptor = os.open(leftover, os.O_RDONLY)
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            leftover.unlink(missing_ok=True)
+        except BlockingIOError:
+            pass  # a live writer's
+        finally:
+            os.close(descriptor)
 
 
 def atomic_write_bytes(target: Path, data: bytes) -> None:
@@ -126,8 +151,7 @@ def publish(folder: Path, write: Callable[[Path], None], *, keep: int = 3) -> Pa
     """
     folder.mkdir(parents=True, exist_ok=True)
     with _locked(folder):
-        for stale in folder.glob(_STAGING + "*"):  # we hold the lock: their writers are dead
-            shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink()
+        _remove_leftovers(folder)
         staging = folder / f"{_STAGING}{os.urandom(6).hex()}"
         staging.mkdir()  # 0777 less the umask, as `mkdir` gives (`mkdtemp` would give 0700)
         try:
@@ -135,7 +159,7 @@ def publish(folder: Path, write: Callable[[Path], None], *, keep: int = 3) -> Pa
             for path in staging.iterdir():
                 _fsync(path)
             _fsync(staging)
-            name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + os.urandom(3).hex()
+            name = _next_name(folder)
             staging.rename(folder / name)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -148,13 +172,50 @@ def publish(folder: Path, write: Callable[[Path], None], *, keep: int = 3) -> Pa
     return folder / name
 
 
-def _prune(folder: Path, *, keep: int, current: str) -> None:
-    versions = sorted(
+def _remove_leftovers(folder: Path) -> None:
+    """Remove what killed writers left (we hold the lock, so their writers are dead): staging
+    folders and links, and a version folder newer than `current`, which a writer killed
+    between its two publishing steps named but never published."""
+    for stale in folder.glob(_STAGING + "*"):
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+    link = folder / CURRENT
+    if not link.is_symlink():
+        return  # nothing published yet, or the link was removed by hand: keep every version
+    published = link.readlink().name
+    for version in _versions(folder):
+        if version.name > published:
+            shutil.rmtree(version, ignore_errors=True)
+
+
+def _next_name(folder: Path) -> str:
+    """A version name that sorts after every existing one: the time to the microsecond (its
+    last part in hex), or one past the newest if the clock went back."""
+    now = time.time()
+    name = time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"-{int(now % 1 * 1e6):06x}"
+    versions = _versions(folder)
+    if versions and name <= versions[0].name:
+        stamp, _, tick = versions[0].name.rpartition("-")
+        try:
+            name = f"{stamp}-{int(tick, 16) + 1:06x}"
+        except ValueError:  # a folder named by hand
+            name = f"{versions[0].name}-000001"
+    return name
+
+
+def _versions(folder: Path) -> list[Path]:
+    """The version folders in `folder`, newest first (their names begin with the time)."""
+    return sorted(
         (p for p in folder.iterdir() if p.is_dir() and not p.is_symlink() and p.name[:1].isdigit()),
         key=lambda p: p.name,
         reverse=True,
     )
-    for old in versions[keep:]:
+
+
+def _prune(folder: Path, *, keep: int, current: str) -> None:
+    for old in _versions(folder)[keep:]:
         if old.name != current:
             shutil.rmtree(old, ignore_errors=True)
 
