@@ -95,7 +95,7 @@ prepare: $(VENV) ## Check and split data/raw into data/processed
 	$(CLI) prepare
 
 .PHONY: train
-train: $(VENV) ## Train, export models/model.onnx and its card models/model.json
+train: $(VENV) ## Train, export models/current/model.onnx and its card model.json
 	$(CLI) train
 
 .PHONY: evaluate

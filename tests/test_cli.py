@@ -111,6 +111,34 @@ def test_bad_data_is_reported_by_line_without_traceback(project: Path) -> None:
     assert not (project / "data" / "processed").exists()
 
 
+def test_a_bad_row_is_met_with_where_its_rule_lives(project: Path) -> None:
+    """Under `--schema other.toml` the hint names that file; at predict time the model's card
+    is the rule, so the hint names the card; the error is the first line either way."""
+    (project / "dataset.toml").rename(project / "other.toml")
+    raw = project / "penguins.csv"
+    good = raw.read_text()
+    raw.write_text(good.replace("Torgersen,39.1", "Torgersen,abc", 1))
+    prepared = cli("prepare", "--schema", "other.toml", cwd=project)
+    assert prepared.returncode == 1
+    assert prepared.stderr.startswith("error: penguins.csv: 1 problem\n")
+    assert prepared.stderr.splitlines()[-1] == (
+        "hint: fix the rows named above, or the schema in other.toml if the data is right"
+    )
+    raw.write_text(good)
+    for command in ("prepare", "train"):
+        assert cli(command, "--schema", "other.toml", cwd=project).returncode == 0
+    (project / "new.csv").write_text(good.replace("Torgersen,39.1", "Torgersen,abc", 1))
+    predicted = cli("predict", "new.csv", cwd=project)
+    assert predicted.returncode == 1
+    assert predicted.stderr.startswith("error: new.csv: 1 problem\n")
+    card = current_version(project / "models") / "model.json"
+    assert predicted.stderr.splitlines()[-1] == (
+        f"hint: fix the rows named above; the model's card ({card.relative_to(project)}) "
+        "gives each column's rules"
+    )
+    assert "dataset.toml" not in prepared.stderr + predicted.stderr
+
+
 def test_bad_usage_exits_2(project: Path) -> None:
     assert cli("predict", cwd=project).returncode == 2
     assert cli("nonsense", cwd=project).returncode == 2

@@ -15,7 +15,7 @@ from polars.io.plugins import register_io_source
 
 from . import frames
 from ._fs import atomic_path
-from .card import ModelCard
+from .card import CARD_FILE, ModelCard
 from .errors import DataFileError, DataSchemaError, Error, Issue, first_line
 from .inference import Feed, OnnxModel, Prediction
 from .tables import TableReader
@@ -98,9 +98,15 @@ class BatchPlan:
         return chunk.select(self.names).hstack(_as_frame(self.card, prediction))
 
 
+def data_hint(model: OnnxModel) -> str:
+    """What to do about rows the model refuses: its card, not a schema file, is the rule."""
+    card = model.path.parent / CARD_FILE
+    return f"fix the rows named above; the model's card ({card}) gives each column's rules"
+
+
 def plan_file(model: OnnxModel, source: Path) -> BatchPlan:
     """Check `source`'s header against the card and decide how to read and score it."""
-    reader = TableReader(source, null_values=model.card.null_values)
+    reader = TableReader(source, null_values=model.card.null_values, hint=data_hint(model))
     features = model.card.features
     added = prediction_columns(model.card)
     issues = reader.header_issues(features, allowed=None)
@@ -110,7 +116,7 @@ def plan_file(model: OnnxModel, source: Path) -> BatchPlan:
         if name in reader.schema.names()
     ]
     if issues:
-        raise DataSchemaError(str(source), issues)
+        raise DataSchemaError(str(source), issues, hint=reader.hint)
     total = reader.count_rows()
     if total == 0:
         raise DataFileError(f"{source}: no data rows, only a header", hint="add rows to score")

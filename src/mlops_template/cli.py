@@ -209,7 +209,9 @@ def predict(
 
     settings = _settings(model_dir=model_dir)
     columns = (BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=errors, transient=True) as progress:
+    with Progress(
+        *columns, console=errors, transient=True, disable=not errors.is_terminal
+    ) as progress:
         task = progress.add_task("predicting", total=None)
 
         def advance(done: int, total: int) -> None:

@@ -70,7 +70,9 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
 
     Problems in the header and in the rows are reported together, in one error.
     """
-    reader = TableReader(source or schema.source, null_values=schema.null_values)
+    reader = TableReader(
+        source or schema.source, null_values=schema.null_values, hint=schema.data_hint
+    )
     specs = [schema.target, *schema.features]
     header = reader.header_issues(specs, allowed=schema.columns)
     present = reader.checkable(specs)
@@ -109,7 +111,7 @@ def split_rows(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataFrame
         raise DataFileError(
             f"{schema.source}: {frame.height} rows with a target is too few to split "
             f"with test_fraction = {fraction}",
-            hint="add rows, or change [split] test_fraction in dataset.toml",
+            hint=f"add rows, or change [split] test_fraction in {schema.file}",
         )
     return train, test
 
@@ -125,7 +127,9 @@ def prepare_dataset(schema: DatasetSchema, out_dir: Path) -> PrepareManifest:
     frame = frame.filter(pl.col(schema.target.name).is_not_null())
     if frame.height == 0:
         raise DataSchemaError(
-            str(schema.source), [Issue(schema.target.name, "every row's target is missing")]
+            str(schema.source),
+            [Issue(schema.target.name, "every row's target is missing")],
+            hint=schema.data_hint,
         )
     train, test = split_rows(frame, schema)
     manifest = PrepareManifest(
@@ -180,7 +184,7 @@ def load_prepared(
         if stale:
             raise DataFileError(
                 f"{processed_dir}: the prepared data is from another version of the dataset "
-                f"({manifest.dataset}, {manifest.source}) than dataset.toml describes now",
+                f"({manifest.dataset}, {manifest.source}) than {schema.file} describes now",
                 hint="run `make prepare` first",
             )
     try:

@@ -115,7 +115,7 @@ class _IssuesError(UserError, ValueError):
 class DataSchemaError(_IssuesError):
     """A data file's columns or values break the dataset schema."""
 
-    hint = "fix the rows named above, or the schema in dataset.toml if the data is right"
+    hint = "fix the rows named above, or the schema if the data is right"
 
 
 class InputValidationError(_IssuesError):

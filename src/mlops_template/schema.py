@@ -19,6 +19,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     model_validator,
 )
@@ -188,6 +189,17 @@ class DatasetSchema(Frozen):
     null_values: tuple[str, ...] = ("", "NA")
     split: SplitSpec = SplitSpec()
     model: ModelSpec = LinearModel()
+    _file: Path = PrivateAttr(default=Path("dataset.toml"))
+
+    @property
+    def file(self) -> Path:
+        """The schema file it was read from, as messages name it."""
+        return self._file
+
+    @property
+    def data_hint(self) -> str:
+        """What to do about rows that break this schema."""
+        return f"fix the rows named above, or the schema in {self.file} if the data is right"
 
     @model_validator(mode="after")
     def _check_names(self) -> Self:
@@ -302,6 +314,7 @@ def load_schema(path: Path) -> DatasetSchema:
         raise ConfigError(f"{path}: invalid dataset schema\n  - {lines}") from None
     if not schema.source.is_absolute():
         schema = schema.model_copy(update={"source": path.parent / schema.source})
+    schema._file = path
     return schema
 
 

@@ -26,8 +26,11 @@ PREFIX = "\x1f{}"  # the contract's arrays, in names no schema column can have
 class TableReader:
     """Reads a CSV or Parquet file lazily; names the file, its lines and its values in errors."""
 
-    def __init__(self, path: Path, *, null_values: Sequence[str] = ("", "NA")) -> None:
+    def __init__(
+        self, path: Path, *, null_values: Sequence[str] = ("", "NA"), hint: str | None = None
+    ) -> None:
         self.path = path
+        self.hint = hint  # what to do about rows that break the rules, where they come from
         self.kind = _SUFFIXES.get(path.suffix.lower())
         if self.kind is None:
             raise DataFileError(
@@ -118,9 +121,7 @@ class TableReader:
                 )
         if allowed is not None:
             issues += [
-                Issue(
-                    name, "not in the schema; list it under `ignore` in dataset.toml or remove it"
-                )
+                Issue(name, "not in the schema; list it under `ignore` or remove it")
                 for name in found
                 if name not in allowed
             ]
@@ -167,7 +168,7 @@ class TableReader:
                 row_number=lambda i: self.row_number(i + first_row),
             )
         if issues:
-            raise DataSchemaError(str(self.path), issues)
+            raise DataSchemaError(str(self.path), issues, hint=self.hint)
         return columns
 
     def _found(self, faults: Sequence[contract.Fault], first_row: int) -> dict[str, dict[str, str]]:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import subprocess
 import time
 import tomllib
@@ -76,6 +77,23 @@ def make_serve(path: Path, port_variable: str) -> Iterator[str]:
 # The renders' checks at once, then prepare, train, predict and serve in each: each step carries
 # its own time limit (1500 s, 600 s, 60 s), so the test's own is their sum.
 @pytest.mark.timeout(1500 + 3 * (600 + 60) + 60)
+def readme_data_flow_files(project: Path) -> list[str]:
+    """The files under models/ and data/ that the README's "How data flows" drawing names."""
+    readme = (project / "README.md").read_text()
+    drawing = readme.split("## How data flows", 1)[1].split("```")[1]
+    found = []
+    for path in re.findall(r"(?<![\w/])(?:models|data)/[\w./{},-]+", drawing):
+        folder, _, rest = path.rpartition("/")
+        names = rest.split(" + ")[0]
+        if "{" in names:  # data/processed/current/{train,test}.parquet
+            stem, choices, suffix = re.split(r"[{}]", names)
+            found += [f"{folder}/{stem}{choice}{suffix}" for choice in choices.split(",")]
+        else:
+            found.append(path.rstrip("."))
+    assert len(found) >= 4, drawing
+    return found
+
+
 def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None:
     projects = {
         name: render(tmp_path / f"project-{i}", project_name=f"End To End {i}", **answers)
@@ -102,6 +120,7 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
                 "make",
                 "prepare",
                 "train",
+                "evaluate",
                 "predict",
                 "INPUT=" + tomllib.loads((path / "dataset.toml").read_text())["source"],
                 "OUTPUT=scored.parquet",
@@ -113,6 +132,8 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
             timeout=600,
         )
         assert train.returncode == 0, train.stdout + train.stderr
+        missing = [p for p in readme_data_flow_files(path) if not (path / p).exists()]
+        assert not missing, f"{name}: the README's data flow names files that are not there"
         card = json.loads((path / "models" / "current" / "model.json").read_text())
         task = COMBINATIONS[name].get("task", "classification")
         assert card["task"] == task.removeprefix("text_")
