@@ -139,6 +139,33 @@ def test_a_bad_row_is_met_with_where_its_rule_lives(project: Path) -> None:
     assert "dataset.toml" not in prepared.stderr + predicted.stderr
 
 
+def test_an_unreadable_model_or_input_is_an_error_line_not_a_usage_error(
+    trained_dir: Path, tmp_path: Path
+) -> None:
+    """Files its user may not read. Root reads anything, so as root the command runs without
+    the capabilities that override file permissions."""
+    command = [sys.executable, "-m", "mlops_template", "predict", "in.csv"]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", *command]
+    shutil.copytree(trained_dir, tmp_path / "models", symlinks=True)
+    (tmp_path / "in.csv").write_text("a,b\n1,2\n")
+    (tmp_path / "in.csv").chmod(0)
+    results = []
+    for mode in (0, 0o755):
+        (tmp_path / "models").chmod(mode)
+        results.append(
+            subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        )
+    assert [result.returncode for result in results] == [1, 1], results
+    assert [result.stderr.splitlines() for result in results] == [
+        [
+            "error: models/current: cannot read the model: Permission denied",
+            "hint: check the permissions of the model folder and its files",
+        ],
+        ["error: in.csv: cannot read: Permission denied", "hint: check the file's permissions"],
+    ]
+
+
 def test_bad_usage_exits_2(project: Path) -> None:
     assert cli("predict", cwd=project).returncode == 2
     assert cli("nonsense", cwd=project).returncode == 2

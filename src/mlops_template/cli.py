@@ -183,7 +183,11 @@ def evaluate(
 
 @app.command()
 def predict(
-    source: Annotated[Path, typer.Argument(help="CSV or Parquet file with the feature columns")],
+    # Not Typer's check (a usage error, exit 2): the reader names what is wrong with the file.
+    source: Annotated[
+        Path,
+        typer.Argument(help="CSV or Parquet file with the feature columns", readable=False),
+    ],
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Where to write (.csv or .parquet)")
     ] = Path("predictions.parquet"),

@@ -89,12 +89,18 @@ class OnnxModel:
             threads: onnxruntime intra-op threads; one per serving worker is fastest.
             keep_file: keep those bytes as `file` (the server can share them at /model.onnx).
         """
-        model_dir = current_version(model_dir)  # both files from one published set
-        path = model_dir / MODEL_FILE
-        card = load_card(model_dir / CARD_FILE)
-        if not path.is_file():
-            raise ModelNotFoundError(f"{path}: model not found")
-        data = path.read_bytes()
+        try:
+            model_dir = current_version(model_dir)  # both files from one published set
+            path = model_dir / MODEL_FILE
+            card = load_card(model_dir / CARD_FILE)
+            if not path.is_file():
+                raise ModelNotFoundError(f"{path}: model not found")
+            data = path.read_bytes()
+        except PermissionError as exc:
+            raise ModelNotFoundError(
+                f"{exc.filename}: cannot read the model: {exc.strerror}",
+                hint="check the permissions of the model folder and its files",
+            ) from None
         digest = hashlib.sha256(data).hexdigest()
         if digest != card.onnx_sha256:
             raise ModelIntegrityError(
