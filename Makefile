@@ -51,7 +51,7 @@ format: $(VENV) ## Format and autofix the code
 	$(RUN) ruff check --fix .
 
 .PHONY: lint
-lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the lock, Docker, Kubernetes, workflows
+lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the lock, the Dockerfile, the Kubernetes manifests, workflows
 	$(UV) lock --check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .

@@ -81,16 +81,21 @@ CONDITIONAL_PATHS = {
     "deploy/schemas/LICENSE-dask-kubernetes": "dask",
 }
 # Whole-line replacements, before the names: (file, line as in the repository, template line).
+# A free-text answer inside double quotes, as JSON and TOML both read it: the answers hold no
+# control characters (copier.yml refuses them), so a backslash and a quote are all to escape.
+# (`tojson` would also write every accent and apostrophe as a \u escape.)
+QUOTED = r'''"<< {} | replace('\\', '\\\\') | replace('"', '\\"') >>"'''
 LINES = [
     (
         "pyproject.toml",
         re.compile(r'^description = ".*"$'),
-        "description = << description | tojson >>",
+        "description = " + QUOTED.format("description"),
     ),
     (
         "pyproject.toml",
         re.compile(r"^authors = \[.*\]$"),
-        "authors = [{ name = << author_name | tojson >>, email = << author_email | tojson >> }]",
+        f"authors = [{{ name = {QUOTED.format('author_name')}, "
+        f"email = {QUOTED.format('author_email')} }}]",
     ),
     (
         "pyproject.toml",
@@ -114,6 +119,19 @@ LINES = [
         "ARG PYTHON_VERSION=<< python_version >>",
     ),
     (".python-version", re.compile(r"^3\.\d+$"), "<< python_version >>"),
+    (
+        "Makefile",
+        re.compile(r"^lint: check-conflicts \$\(VENV\) ## Lint: .*$"),
+        "lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the lock"
+        "<% if include_docker %>, the Dockerfile<% endif %>"
+        "<% if include_kubernetes %>, the Kubernetes manifests<% endif %>, workflows",
+    ),
+    (
+        "deploy/schemas/README.md",
+        re.compile(r"^\(\[`scripts/vendor_crd_schema\.py`\]\(https://github\.com/.*\)$"),
+        "([`scripts/vendor_crd_schema.py`]"
+        "(<< template_url >>/blob/main/scripts/vendor_crd_schema.py)",
+    ),
     # The images a project publishes are under its owner's name in GitHub's registry.
     *(
         (
@@ -137,7 +155,7 @@ LINES = [
     (
         ".devcontainer/devcontainer.json",
         re.compile(r'^  "name": ".*",$'),
-        '  "name": << project_name | tojson >>,',
+        f'  "name": {QUOTED.format("project_name")},',
     ),
 ]
 # Names, longest first: (text in the repository, template expression, longest rendering).

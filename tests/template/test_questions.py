@@ -176,21 +176,25 @@ def test_a_name_in_any_script_takes_an_explicit_slug_and_package(tmp_path: Path)
 
 def test_awkward_free_text_still_renders_files_that_parse(tmp_path: Path) -> None:
     awkward = "Ünïcødé \"quoted\" \\backslash\\ {{ braces }} <% tag %> << var >> 'single'"
+    name = "Zoë's \"Quoted\" \\Model"
     dest = render(
         tmp_path / "project",
-        project_name="Awkward Project",
+        project_name=name,
+        project_slug="awkward-project",
         description=awkward,
         author_name=awkward,
         author_email="o'brien+ml@example.co.uk",
     )
+    # Written as typed: an accent or an apostrophe is not a \\u escape in the files people read.
+    for path in ("pyproject.toml", ".devcontainer/devcontainer.json"):
+        assert "\\u" not in (dest / path).read_text(), path
     pyproject = tomllib.loads((dest / "pyproject.toml").read_text())
     assert pyproject["project"]["description"] == awkward
     assert pyproject["project"]["authors"] == [
         {"name": awkward, "email": "o'brien+ml@example.co.uk"}
     ]
     assert (
-        json.loads((dest / ".devcontainer" / "devcontainer.json").read_text())["name"]
-        == "Awkward Project"
+        json.loads((dest / ".devcontainer" / "devcontainer.json").read_text())["name"] == name
     )
     assert yaml.safe_load((dest / ".copier-answers.yml").read_text())["description"] == awkward
     assert awkward in (dest / "README.md").read_text()

