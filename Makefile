@@ -132,12 +132,11 @@ bench: $(VENV) ## Print performance figures on your data (QUICK=1: small sizes, 
 
 .PHONY: update
 update: $(VENV) ## Take the template's latest release (copier update), keeping your own changes
-	$(RUN) copier update --conflict inline --skip-answered $(ARGS)
-	@# Copier never merges uv.lock (it is the user's): uv writes it anew for the merged pyproject.
+	@RUN='$(RUN)' UV='$(UV)' bash .ci/update $(ARGS)
+
+.PHONY: lock
+lock: check-conflicts | $(UV) ## Write uv.lock for pyproject.toml (after resolving an update's conflicts)
 	$(UV) lock
-	@git status --short
-	@bash .ci/check-conflicts || { echo "Resolve each conflict, then run 'make lint'."; exit 1; }
-	@echo "Updated. Review with 'git status' and 'git diff', then run 'make all'."
 
 .PHONY: clean
 clean: ## Remove generated data, models and caches

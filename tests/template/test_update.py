@@ -7,6 +7,7 @@ v0.2.0), so nothing depends on this repository's real tag history.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -194,8 +195,8 @@ def test_update_keeps_every_line_the_user_wrote(template: Path, tmp_path: Path) 
     result = make_update(project, "--vcs-ref", "v0.2.0", "--defaults")
     # The README's title was changed on both sides: `make update` names the conflict, and fails.
     assert result.returncode != 0, result.stdout + result.stderr
-    assert "README.md" in result.stderr
-    assert "Resolve each conflict" in result.stdout
+    assert "  README.md: 1 conflict, each between <<<<<<< and >>>>>>>" in result.stderr
+    assert "then run 'make lock'" in result.stderr
 
     for path, lines in added.items():
         text = (project / path).read_text()
@@ -309,6 +310,76 @@ def test_an_update_after_uv_add_keeps_both_sides_and_a_consistent_lock(
     assert conflicts(project).returncode == 0, conflicts(project).stderr
     targets = subprocess.run(["make", "-n", "docs", "deploy"], cwd=project, capture_output=True)
     assert targets.returncode == 0, targets.stderr
+
+
+def test_an_update_that_conflicts_in_pyproject_reports_each_file_and_locks_once_resolved(
+    template: Path, tmp_path: Path
+) -> None:
+    """uv cannot read a pyproject.toml with markers: `make update` names every conflicted file
+    before it would lock, and `make lock` locks once the user has resolved them."""
+    project = copy(template, tmp_path / "project")
+    edit(project / "pyproject.toml", '    "orjson>=3.10",\n', '    "orjson>=3.10.7",\n')
+    edit(
+        project / "Makefile",
+        ".PHONY: info\n",
+        ".PHONY: ours\nours:\n\t@echo ours\n\n.PHONY: info\n",
+    )
+    commit_all(project, "Our floor and our target, where the template changes too")
+
+    release_v2_with_the_projects_files(template)
+    result = make_update(project, "--vcs-ref", "v0.2.0", "--defaults")
+    assert result.returncode != 0
+    report = result.stderr
+    assert "TOML parse error" not in report
+    assert "  Makefile: 1 conflict, each between <<<<<<< and >>>>>>>" in report
+    assert "  pyproject.toml: 1 conflict, each between <<<<<<< and >>>>>>>" in report
+    assert "make cannot read the Makefile until its conflicts are resolved" in report
+    assert "Updated." not in result.stdout
+
+    for path in ("pyproject.toml", "Makefile"):  # keep both sides
+        text = (project / path).read_text().splitlines(keepends=True)
+        kept = [line for line in text if not line.startswith(("<<<<<<<", "=======", ">>>>>>>"))]
+        (project / path).write_text("".join(kept).replace('    "orjson>=3.10",\n', ""))
+    locked = subprocess.run(
+        ["make", "--no-print-directory", "lock", f"UV={UV}"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert locked.returncode == 0, locked.stdout + locked.stderr
+    pyproject = (project / "pyproject.toml").read_text()
+    assert '"orjson>=3.10.7"' in pyproject
+    assert '"certifi>=2024.2"' in pyproject
+    checked = subprocess.run([UV, "lock", "--check"], cwd=project, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert 'name = "certifi"' in (project / "uv.lock").read_text()
+
+
+def test_update_says_why_it_cannot_reach_the_template_in_one_line(tmp_path: Path) -> None:
+    project = copy(
+        copy_as_new_repository(tmp_path / "template-repo"), tmp_path / "project", ref=None
+    )
+    answers = project / ".copier-answers.yml"
+    answers.write_text(
+        re.sub(
+            r"(?m)^_src_path: .*$", "_src_path: https://127.0.0.1:9/none.git", answers.read_text()
+        )
+    )
+    commit_all(project, "A template that cannot be reached")
+    result = make_update(project, "--defaults")
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if not line.startswith("make")]
+    assert len(lines) == 2, result.stderr
+    assert lines[0].startswith("error: copier update from https://127.0.0.1:9/none.git failed: ")
+    assert lines[1].startswith("hint: check that https://127.0.0.1:9/none.git is reachable")
+    assert lines[1].endswith("nothing was changed")
+    assert git(project, "status", "--porcelain") == ""
+
+    answers.write_text(re.sub(r"(?m)^_src_path: .*$", "_src_path: .", answers.read_text()))
+    result = make_update(project, "--defaults")
+    assert result.returncode != 0
+    assert "does not record the template it was made from (_src_path: .)" in result.stderr
 
 
 def test_a_fresh_project_starts_at_its_own_first_version(template: Path, tmp_path: Path) -> None:
