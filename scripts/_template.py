@@ -255,6 +255,32 @@ def release_tag(root: Path = ROOT) -> str:
     return f"v{version['version']}"
 
 
+def rendered_commit(root: Path = ROOT) -> str:
+    """The commit a render of `root` is made from, as Copier records one: `git describe` (the
+    release tag, or the tag and the commits since), the full hash in it so that any clone finds
+    it."""
+    describe = ["git", "describe", "--tags", "--always", "--abbrev=40"]
+    return subprocess.run(
+        describe, cwd=root, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def uncommitted(root: Path = ROOT) -> list[str]:
+    """The files of `root` whose changes no commit holds."""
+    status = ["git", "status", "--porcelain", "--untracked-files=normal"]
+    lines = subprocess.run(status, cwd=root, capture_output=True, text=True, check=True).stdout
+    return [line[3:] for line in lines.splitlines()]
+
+
+def source_url(root: Path = ROOT) -> str:
+    """Where `copier update` should find the template later: the repository this clone came
+    from (a fork's clone, the fork), or else copier.yml's `template_url`."""
+    origin = subprocess.run(
+        ["git", "remote", "get-url", "origin"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
+    return origin if "://" in origin or origin.startswith("git@") else template_url(root)
+
+
 def template_url(root: Path = ROOT) -> str:
     """Where the template itself lives (copier.yml's `template_url`)."""
     import yaml

@@ -15,7 +15,9 @@ from .conftest import ROOT
 
 
 def new(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, str(ROOT / "scripts" / "new_project.py"), *args]
+    """new_project.py on this clone, uncommitted changes allowed (a test runs in a dirty tree
+    too; the refusal of one is tested on a copy, in test_update.py)."""
+    command = [sys.executable, str(ROOT / "scripts" / "new_project.py"), "--allow-dirty", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -61,6 +63,32 @@ def test_make_new_passes_the_name_and_the_task_on() -> None:
     command = next(line for line in lines if "new_project.py" in line)
     assert '--name "My Model"' in command
     assert '--data "task=text_classification"' in command
+    dry = subprocess.run(
+        ["make", "-n", "new", "DEST=../x", "NAME=Модель", "SLUG=model", "PACKAGE=model_app"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    lines = dry.stdout.replace("\\\n", " ").splitlines()
+    command = next(line for line in lines if "new_project.py" in line)
+    assert '--data "project_slug=model"' in command
+    assert '--data "package_name=model_app"' in command
+    assert "--allow-dirty" not in command
+
+
+def test_a_name_with_no_latin_letters_is_told_to_give_slug(tmp_path: Path) -> None:
+    result = new(str(tmp_path / "project"), "--name", "Модель", "--no-bring-up")
+    assert result.returncode == 1
+    assert "give one: lower-case letters, digits and single hyphens (e.g. SLUG=my-project)" in (
+        result.stderr
+    )
+    made = new(
+        str(tmp_path / "project"),
+        *("--name", "Модель", "--data", "project_slug=model", "--no-bring-up"),
+    )
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "project" / "src" / "model" / "cli.py").is_file()
 
 
 def copy_as_new_repository(dest: Path) -> Path:

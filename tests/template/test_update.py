@@ -439,19 +439,71 @@ def serve_template_at_its_url(monkeypatch: pytest.MonkeyPatch, template: Path) -
     monkeypatch.setenv("GIT_CONFIG_VALUE_0", f"{CANONICAL}.git")
 
 
+def make_new(template: Path, project: Path, *args: str) -> Path:
+    """`make new` from the clone `template`, rendering only: it makes the first commit too."""
+    script = template / "scripts" / "new_project.py"
+    command = [sys.executable, str(script), str(project), "--name", "Kept Project", "--no-bring-up"]
+    made = subprocess.run(
+        [*command, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **IDENTITY},
+    )
+    assert made.returncode == 0, made.stderr
+    assert git(project, "status", "--porcelain") == ""
+    assert git(project, "log", "--format=%s").startswith("Start from mlops-template ")
+    return project
+
+
+def test_make_new_from_a_commit_past_a_release_records_it_and_updates_with_no_conflict(
+    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    edit(template / "template" / "README.md.jinja", "## Quick start", "## Quick start (since)")
+    commit_all(template, "A change after v0.1.0, not yet released")
+    project = make_new(template, tmp_path / "made")
+    head = git(template, "rev-parse", "HEAD").strip()
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_commit"] == f"v0.1.0-1-g{head}"
+
+    release_v2(template)
+    serve_template_at_its_url(monkeypatch, template)
+    result = make_update(project, "--vcs-ref", "v0.2.0", "--defaults")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert conflicts(project).returncode == 0
+    assert "## Quick start (updated)" in (project / "README.md").read_text()
+
+
+def test_make_new_refuses_uncommitted_changes_unless_asked_and_records_a_forks_address(
+    template: Path, tmp_path: Path
+) -> None:
+    git(template, "remote", "add", "origin", "https://github.com/a-fork/mlops-template.git")
+    edit(template / "template" / "README.md.jinja", "## Quick start", "## Quick start (draft)")
+    script = template / "scripts" / "new_project.py"
+    refused = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "refused"), "--no-bring-up"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.startswith(
+        "error: the template has uncommitted changes (template/README.md.jinja)\nhint: "
+    )
+    assert not (tmp_path / "refused").exists()
+    project = make_new(template, tmp_path / "draft", "--allow-dirty")
+    assert "## Quick start (draft)" in (project / "README.md").read_text()
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    assert answers["_src_path"] == "https://github.com/a-fork/mlops-template.git"
+
+
 def test_a_project_made_by_make_new_updates_after_the_clone_moves(
     template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    project = tmp_path / "made"
-    script = template / "scripts" / "new_project.py"
-    command = [sys.executable, str(script), str(project), "--name", "Kept Project", "--no-bring-up"]
-    made = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert made.returncode == 0, made.stderr
+    project = make_new(template, tmp_path / "made")
     answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
     assert answers["_src_path"] == CANONICAL
     assert answers["_commit"] == "v0.1.0"
-    git(project, "init", "--quiet", "-b", "main")
-    commit_all(project, "Made by make new")
 
     moved = template.rename(tmp_path / "moved-clone")  # the clone the project came from moves
     release_v2(moved)
