@@ -143,6 +143,9 @@ clean: ## Remove generated data, models and caches
 	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache \
 		.hypothesis .bench
 
+# The project's own targets: a file of its own, so that updates of this one never conflict.
+-include project.mk
+
 # [if template]
 # The template's own targets (new, sync-template, …); projects made from it never see these lines.
 -include generator.mk

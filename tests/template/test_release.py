@@ -34,8 +34,13 @@ def test_a_version_without_notes_or_of_the_wrong_form_fails(version: str, messag
 def test_generated_projects_can_update_and_check_for_conflicts(tmp_path: Path) -> None:
     project = render(tmp_path / "project", project_name="Release Project")
     makefile = (project / "Makefile").read_text()
-    assert "copier update --conflict inline --skip-answered" in makefile
+    assert "bash .ci/update" in makefile
+    assert (
+        "copier update --conflict inline --skip-answered"
+        in (project / ".ci" / "update").read_text()
+    )
     assert "lint: check-conflicts" in makefile
+    assert (project / "project.mk").is_file()
     assert not (project / "CHANGELOG.md").exists()
     assert not (project / ".github" / "workflows" / "release.yml").exists()
     readme = (project / "README.md").read_text()

@@ -267,10 +267,10 @@ def release_v2_with_the_projects_files(template: Path) -> None:
         '    "orjson>=3.10",\n',
         '    "orjson>=3.10",\n    "certifi>=2024.2",\n',
     )
-    edit(
+    edit(  # after the last target, where a user would have appended one too
         template / "Makefile",
-        ".PHONY: info\n",
-        ".PHONY: docs\ndocs: ## Build the docs\n\t@echo docs\n\n.PHONY: info\n",
+        "\t\t.hypothesis .bench\n",
+        "\t\t.hypothesis .bench\n\n.PHONY: docs\ndocs: ## Build the docs\n\t@echo docs\n",
     )
     subprocess.run([UV, "lock", "--quiet"], cwd=template, check=True, timeout=300)
     sync = [sys.executable, str(template / "scripts" / "sync_template.py")]
@@ -284,11 +284,10 @@ def test_an_update_after_uv_add_keeps_both_sides_and_a_consistent_lock(
     project = copy(template, tmp_path / "project")
     edit(project / "pyproject.toml", 'version = "0.1.0"', 'version = "1.4.0"')
     subprocess.run([UV, "add", "--no-sync", "--quiet", "idna>=3"], cwd=project, check=True)
-    makefile = project / "Makefile"
-    makefile.write_text(
-        makefile.read_text() + "\n.PHONY: deploy\ndeploy: ## Ship it\n\t@echo deploy\n"
-    )
+    own = project / "project.mk"  # where the README says a project's own targets go
+    own.write_text(own.read_text() + "\n.PHONY: deploy\ndeploy: ## Ship it\n\t@echo deploy\n")
     commit_all(project, "Our dependency, version and target")
+    ours = own.read_text()
 
     release_v2_with_the_projects_files(template)
     result = make_update(project, "--vcs-ref", "v0.2.0", "--defaults")
@@ -304,12 +303,13 @@ def test_an_update_after_uv_add_keeps_both_sides_and_a_consistent_lock(
     assert 'name = "certifi"' in lock
     checked = subprocess.run([UV, "lock", "--check"], cwd=project, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
-    text = makefile.read_text()
-    assert "docs: ## Build the docs" in text
-    assert "deploy: ## Ship it" in text
+    assert "docs: ## Build the docs" in (project / "Makefile").read_text()
+    assert own.read_text() == ours
     assert conflicts(project).returncode == 0, conflicts(project).stderr
     targets = subprocess.run(["make", "-n", "docs", "deploy"], cwd=project, capture_output=True)
     assert targets.returncode == 0, targets.stderr
+    listed = subprocess.run(["make", "help"], cwd=project, capture_output=True, text=True)
+    assert "Ship it" in listed.stdout
 
 
 def test_an_update_that_conflicts_in_pyproject_reports_each_file_and_locks_once_resolved(
@@ -319,10 +319,10 @@ def test_an_update_that_conflicts_in_pyproject_reports_each_file_and_locks_once_
     before it would lock, and `make lock` locks once the user has resolved them."""
     project = copy(template, tmp_path / "project")
     edit(project / "pyproject.toml", '    "orjson>=3.10",\n', '    "orjson>=3.10.7",\n')
-    edit(
+    edit(  # a target appended to the Makefile rather than project.mk, where the release adds one
         project / "Makefile",
-        ".PHONY: info\n",
-        ".PHONY: ours\nours:\n\t@echo ours\n\n.PHONY: info\n",
+        "\t\t.hypothesis .bench\n",
+        "\t\t.hypothesis .bench\n\n.PHONY: ours\nours:\n\t@echo ours\n",
     )
     commit_all(project, "Our floor and our target, where the template changes too")
 
