@@ -91,9 +91,10 @@ def test_a_name_with_no_latin_letters_is_told_to_give_slug(tmp_path: Path) -> No
     assert (tmp_path / "project" / "src" / "model" / "cli.py").is_file()
 
 
-def copy_as_new_repository(dest: Path) -> Path:
-    """This working tree, committed in a fresh git repository, as GitHub would make it."""
-    _template.copy_working_tree(dest)
+def copy_as_new_repository(dest: Path, source: Path = ROOT) -> Path:
+    """This working tree (or `source`'s), committed in a fresh git repository, as GitHub would
+    make it."""
+    _template.copy_working_tree(dest, source)
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
     subprocess.run(["git", "init", "--quiet", "-b", "main"], cwd=dest, check=True)
     subprocess.run(["git", "add", "--all"], cwd=dest, check=True)

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import tomllib
 import warnings
 from pathlib import Path
 from typing import Any
@@ -72,7 +73,14 @@ def release_v2(template: Path) -> None:
 
 @pytest.fixture
 def template(tmp_path: Path) -> Path:
+    """This template as a repository of its own, its release called v0.1.0 whatever this
+    repository's version is (the tests below name the next one v0.2.0)."""
     repo = copy_as_new_repository(tmp_path / "template-repo")
+    pyproject = repo / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"]
+    if version != "0.1.0":
+        edit(pyproject, f'version = "{version}"', 'version = "0.1.0"')
+        commit_all(repo, "Call this release 0.1.0")
     git(repo, "tag", "v0.1.0")
     return repo
 
@@ -261,7 +269,13 @@ def release_v2_with_the_projects_files(template: Path) -> None:
     """A release that changes what users change too: a dependency (and so the lock), the
     template's own version, and a Makefile target; made the way the template's maintainers
     make one (edit this repository's files, `uv lock`, `make sync-template`)."""
-    edit(template / "pyproject.toml", 'version = "0.1.0"', 'version = "0.2.0"')
+    version = tomllib.loads((template / "pyproject.toml").read_text())["project"]["version"]
+    major, minor, _ = version.split(".")
+    edit(
+        template / "pyproject.toml",
+        f'version = "{version}"',
+        f'version = "{major}.{int(minor) + 1}.0"',
+    )
     edit(
         template / "pyproject.toml",
         '    "orjson>=3.10",\n',
@@ -517,7 +531,8 @@ def test_a_project_made_by_make_new_updates_after_the_clone_moves(
 def test_a_use_this_template_repository_updates(
     template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = copy_as_new_repository(tmp_path / "penguin-service")  # GitHub's copy, its own history
+    # GitHub's copy of the template's release, with a history of its own.
+    repo = copy_as_new_repository(tmp_path / "penguin-service", template)
     command = [
         sys.executable,
         str(repo / "scripts" / "render_self.py"),
