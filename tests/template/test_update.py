@@ -332,7 +332,12 @@ def test_an_update_that_conflicts_in_pyproject_reports_each_file_and_locks_once_
     """uv cannot read a pyproject.toml with markers: `make update` names every conflicted file
     before it would lock, and `make lock` locks once the user has resolved them."""
     project = copy(template, tmp_path / "project")
-    edit(project / "pyproject.toml", '    "orjson>=3.10",\n', '    "orjson>=3.10.7",\n')
+    # A comment makes it more than two dependency lists: a conflict only the user can resolve.
+    edit(
+        project / "pyproject.toml",
+        '    "orjson>=3.10",\n',
+        '    "orjson>=3.10.7",  # our parser needs it\n',
+    )
     edit(  # a target appended to the Makefile rather than project.mk, where the release adds one
         project / "Makefile",
         "\t\t.hypothesis .bench\n",
@@ -354,6 +359,7 @@ def test_an_update_that_conflicts_in_pyproject_reports_each_file_and_locks_once_
         text = (project / path).read_text().splitlines(keepends=True)
         kept = [line for line in text if not line.startswith(("<<<<<<<", "=======", ">>>>>>>"))]
         (project / path).write_text("".join(kept).replace('    "orjson>=3.10",\n', ""))
+    assert "# our parser needs it" in (project / "pyproject.toml").read_text()
     locked = subprocess.run(
         ["make", "--no-print-directory", "lock", f"UV={UV}"],
         cwd=project,
@@ -368,6 +374,25 @@ def test_an_update_that_conflicts_in_pyproject_reports_each_file_and_locks_once_
     checked = subprocess.run([UV, "lock", "--check"], cwd=project, capture_output=True, text=True)
     assert checked.returncode == 0, checked.stderr
     assert 'name = "certifi"' in (project / "uv.lock").read_text()
+
+
+def test_dependency_lists_changed_on_both_sides_merge_with_the_higher_floor(
+    template: Path, tmp_path: Path
+) -> None:
+    """The project raised a floor on the line where the release adds a dependency: a conflict
+    of two dependency lists, which `make update` resolves (both kept, the higher floor)."""
+    project = copy(template, tmp_path / "project")
+    edit(project / "pyproject.toml", '    "orjson>=3.10",\n', '    "orjson>=3.10.7",\n')
+    commit_all(project, "Our floor for orjson")
+    release_v2_with_the_projects_files(template)
+    result = make_update(project, "--vcs-ref", "v0.2.0", "--defaults")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "pyproject.toml: 1 conflict(s) between dependency lists merged" in result.stdout
+    pyproject = (project / "pyproject.toml").read_text()
+    assert '    "certifi>=2024.2",\n    "orjson>=3.10.7",\n' in pyproject
+    assert conflicts(project).returncode == 0
+    checked = subprocess.run([UV, "lock", "--check"], cwd=project, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_update_says_why_it_cannot_reach_the_template_in_one_line(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+../../.ci/merge_requirements.py
