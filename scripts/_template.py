@@ -259,9 +259,41 @@ def rendered_commit(root: Path = ROOT) -> str:
     """The commit a render of `root` is made from, as Copier records one: `git describe` (the
     release tag, or the tag and the commits since), the full hash in it so that any clone finds
     it."""
-    describe = ["git", "describe", "--tags", "--always", "--abbrev=40"]
+    return rendered_commit_of(root, "HEAD")
+
+
+def matching_commit(path: Path, url: str) -> str | None:
+    """The template commit a "Use this template" repository at `path` was copied from, in
+    `git describe` form: GitHub copies a commit's files into a first commit of its own, so the
+    template commit whose tree is that commit's tree. None when the template cannot be fetched
+    or holds no such commit."""
+    git = ["git", "-C", str(path)]
+    first = subprocess.run(
+        [*git, "rev-list", "--max-parents=0", "HEAD"], capture_output=True, text=True
+    )
+    fetched = subprocess.run(
+        [*git, "fetch", "--quiet", "--tags", url, "+refs/heads/*:refs/template/*"],
+        capture_output=True,
+    )
+    if first.returncode != 0 or fetched.returncode != 0:
+        return None
+    tree = subprocess.run(
+        [*git, "rev-parse", f"{first.stdout.split()[0]}^{{tree}}"], capture_output=True, text=True
+    ).stdout.strip()
+    history = subprocess.run(
+        [*git, "log", "--format=%H %T", "--glob=refs/template/*"], capture_output=True, text=True
+    ).stdout
+    for line in history.splitlines():
+        commit, commit_tree = line.split()
+        if commit_tree == tree:
+            return rendered_commit_of(path, commit)
+    return None
+
+
+def rendered_commit_of(path: Path, commit: str) -> str:
+    describe = ["git", "describe", "--tags", "--always", "--abbrev=40", commit]
     return subprocess.run(
-        describe, cwd=root, capture_output=True, text=True, check=True
+        describe, cwd=path, capture_output=True, text=True, check=True
     ).stdout.strip()
 
 

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _template import record_source, release_tag, render
+from _template import matching_commit, record_source, release_tag, render
 
 # A workflow's token may not change workflow files: the template's own two stay (they do nothing
 # outside the template), and so does the rest of .git.
@@ -36,8 +36,17 @@ def answers_for(repository: str) -> dict[str, str]:
 def render_in_place(path: Path, answers: dict[str, str], template_url: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rendered = render(path, Path(tmp) / "project", answers)
-        if template_url:  # so that `copier update` finds the template and this release
-            record_source(rendered, template_url, release_tag(path))
+        if template_url:  # so that `copier update` finds the template and the commit copied
+            commit = matching_commit(path, template_url)
+            if commit is None:
+                commit = release_tag(path)
+                print(
+                    f"warning: no commit of {template_url} holds these files; recording the "
+                    f"release {commit}, so the first update may show changes since it as "
+                    "conflicts",
+                    file=sys.stderr,
+                )
+            record_source(rendered, template_url, commit)
         for child in path.iterdir():
             if child.name == ".git":
                 continue

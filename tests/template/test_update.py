@@ -553,11 +553,8 @@ def test_a_project_made_by_make_new_updates_after_the_clone_moves(
     assert yaml.safe_load((project / ".copier-answers.yml").read_text())["_commit"] == "v0.2.0"
 
 
-def test_a_use_this_template_repository_updates(
-    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # GitHub's copy of the template's release, with a history of its own.
-    repo = copy_as_new_repository(tmp_path / "penguin-service", template)
+def render_self(repo: Path) -> subprocess.CompletedProcess[str]:
+    """The render workflow's step, in `repo`."""
     command = [
         sys.executable,
         str(repo / "scripts" / "render_self.py"),
@@ -570,13 +567,36 @@ def test_a_use_this_template_repository_updates(
         "--commit",
     ]
     env = {**os.environ, **IDENTITY}
-    rendered = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_a_use_this_template_repository_updates(
+    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Made from a template commit that is no release: the render finds the commit whose files
+    GitHub copied and records it, so an untouched repository updates with no conflict."""
+    edit(template / "template" / "README.md.jinja", "## Quick start", "## Quick start (since)")
+    commit_all(template, "A change after v0.1.0, not yet released")
+    head = git(template, "rev-parse", "HEAD").strip()
+    serve_template_at_its_url(monkeypatch, template)
+    # GitHub's copy of that commit, with a history of its own.
+    repo = copy_as_new_repository(tmp_path / "penguin-service", template)
+    rendered = render_self(repo)
     assert rendered.returncode == 0, rendered.stderr
     answers = yaml.safe_load((repo / ".copier-answers.yml").read_text())
-    assert answers["_commit"] == "v0.1.0"  # a release of the template, not this repository's
+    assert answers["_commit"] == f"v0.1.0-1-g{head}"  # the template's, not this repository's
 
     release_v2(template)
-    serve_template_at_its_url(monkeypatch, template)
     result = make_update(repo, "--vcs-ref", "v0.2.0", "--defaults")
     assert result.returncode == 0, result.stdout + result.stderr
     assert (repo / "docs" / "operations.md").is_file()
+    assert conflicts(repo).returncode == 0
+
+    edited = copy_as_new_repository(tmp_path / "edited", template)
+    edit(edited / "template" / "README.md.jinja", "(since)", "(ours)")
+    git(edited, "add", "--all")
+    git(edited, "commit", "--quiet", "--amend", "-m", "Files no template commit holds")
+    rendered = render_self(edited)
+    assert rendered.returncode == 0, rendered.stderr
+    assert "warning: no commit of" in rendered.stderr
+    assert yaml.safe_load((edited / ".copier-answers.yml").read_text())["_commit"] == "v0.1.0"
