@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(
         0.5,
         ge=0,
-        description="Seconds after SIGTERM that the server still takes in connections already made",
+        description="Seconds after SIGTERM that the server still takes in connections already "
+        "made (longer while they still arrive, up to five times this)",
     )
     batching: bool = Field(True, description="Coalesce concurrent requests into one model call")
     model_download: bool = Field(

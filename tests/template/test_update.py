@@ -600,3 +600,82 @@ def test_a_use_this_template_repository_updates(
     assert rendered.returncode == 0, rendered.stderr
     assert "warning: no commit of" in rendered.stderr
     assert yaml.safe_load((edited / ".copier-answers.yml").read_text())["_commit"] == "v0.1.0"
+
+
+TRAIN_LINE = '"""Training: a scikit-learn Pipeline fitted on the prepared data, exported to ONNX'
+
+
+def train_module(project: Path) -> Path:
+    (package,) = (project / "src").iterdir()
+    return package / "train.py"
+
+
+def own_work(project: Path) -> None:
+    """What a user does before the release: a version of their own, `uv add`, a target of
+    their own, and an edit of a line the release changes too."""
+    edit(project / "pyproject.toml", 'version = "0.1.0"', 'version = "1.4.0"')
+    subprocess.run([UV, "add", "--no-sync", "--quiet", "idna>=3"], cwd=project, check=True)
+    own = project / "project.mk"
+    own.write_text(own.read_text() + "\n.PHONY: deploy\ndeploy: ## Ship it\n\t@echo shipped\n")
+    edit(
+        train_module(project), TRAIN_LINE, TRAIN_LINE.replace("a scikit-learn", "our scikit-learn")
+    )
+    commit_all(project, "Our version, dependency, target and wording")
+
+
+def test_a_release_reaches_projects_made_every_way_from_a_commit_past_a_release(
+    template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The release of the issue on updates: dependency bumps, a new target and a changed line,
+    taken by a project made with `copier copy`, with `make new` and by "Use this template",
+    each from a commit that is not a release and each with the user's own work. `make update`
+    reports the one genuine conflict (the same line changed on both sides), the user resolves
+    it, `make lock` and `make all` pass, and the user's work is kept."""
+    edit(template / "template" / "README.md.jinja", "## Quick start", "## Quick start (since)")
+    commit_all(template, "A change after v0.1.0, not yet released")
+    serve_template_at_its_url(monkeypatch, template)
+    copied = copy(template, tmp_path / "copied", ref="HEAD")
+    made = make_new(template, tmp_path / "made")
+    github = copy_as_new_repository(tmp_path / "github", template)
+    rendered = render_self(github)
+    assert rendered.returncode == 0, rendered.stderr
+    projects = {"copier copy": copied, "make new": made, "Use this template": github}
+    for project in projects.values():
+        own_work(project)
+
+    edit(template / "src" / "mlops_template" / "train.py", TRAIN_LINE, TRAIN_LINE + " (v2)")
+    release_v2_with_the_projects_files(template)  # also bumps a floor and adds a target
+    for way, project in projects.items():
+        result = make_update(project, "--vcs-ref", "v0.2.0", "--defaults")
+        assert result.returncode != 0, f"{way}: {result.stdout}{result.stderr}"
+        report = [line for line in result.stderr.splitlines() if line.startswith("  ")]
+        train = train_module(project)
+        assert report == [
+            f"  {train.relative_to(project)}: 1 conflict, each between <<<<<<< and >>>>>>>"
+        ], f"{way}: {result.stderr}"
+        text = train.read_text()
+        ours = text[text.index("<<<<<<<") : text.index("=======")].split("\n", 1)[1]
+        end = text.index("\n", text.index(">>>>>>>")) + 1
+        train.write_text(text[: text.index("<<<<<<<")] + ours + text[end:])
+
+    for way, project in projects.items():  # one at a time: each runs its own test suite
+        result = subprocess.run(
+            f"make lock UV={UV} && make all UV={UV}",
+            shell=True,
+            cwd=project,
+            env={k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "UV"}},
+            capture_output=True,
+            text=True,
+            timeout=1500,
+        )
+        output = result.stdout + result.stderr
+        assert result.returncode == 0, f"{way}: make lock all failed\n{output[-6000:]}"
+    for way, project in projects.items():
+        pyproject = (project / "pyproject.toml").read_text()
+        assert 'version = "1.4.0"' in pyproject, way
+        assert '"idna>=3"' in pyproject, way
+        assert '"certifi>=2024.2"' in pyproject, way
+        assert "Training: our scikit-learn" in train_module(project).read_text(), way
+        assert "docs: ## Build the docs" in (project / "Makefile").read_text(), way
+        shipped = subprocess.run(["make", "deploy"], cwd=project, capture_output=True, text=True)
+        assert shipped.stdout.strip() == "shipped", way

@@ -49,6 +49,15 @@ from .service import JSONBytesResponse, ModelService, error_body
 __all__ = ["create_app", "create_app_from_env"]
 
 log = logging.getLogger(__name__.rsplit(".", 1)[0])
+_QUIET = 0.1  # seconds with no new connection before a drain may end
+_DRAIN_LIMIT = 5  # a drain ends by this many times DRAIN_SECONDS, settled or not
+
+try:
+    from .protocol import settled as _settled
+except ImportError:  # no httptools: connections are not watched, the drain lasts DRAIN_SECONDS
+
+    def _settled(quiet: float) -> bool:
+        return True
 
 
 def _lifespan(settings: Settings, service: ModelService, model: OnnxModel) -> Any:
@@ -79,13 +88,15 @@ def _lifespan(settings: Settings, service: ModelService, model: OnnxModel) -> An
 
 
 def _drain_before_stopping(seconds: float) -> None:
-    """On SIGTERM, keep accepting and reading for `seconds` before the server's own shutdown.
+    """On SIGTERM, keep accepting and reading before the server's own shutdown.
 
     uvicorn's shutdown closes the listening socket and every connection with no request under
     way, so a connection the kernel had already accepted, or whose request had arrived but not
-    yet been read, would be reset. For `seconds` the event loop takes in what is already
-    there, then the handler the server installed runs as it would have (it drains the requests
-    under way). Only where the server handles signals: its main thread.
+    yet been read, would be reset. The event loop takes in what is already there for `seconds`,
+    and then until no connection has arrived for `_QUIET` seconds and each has begun its
+    request (a busy machine reads them later), at most `_DRAIN_LIMIT` times `seconds`; then the
+    handler the server installed runs as it would have (it drains the requests under way). Only
+    where the server handles signals: its main thread.
     """
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
         return
@@ -94,9 +105,16 @@ def _drain_before_stopping(seconds: float) -> None:
     if not callable(server_handler):
         return
 
+    def stop_when_settled(signum: int, started: float) -> None:
+        waited = loop.time() - started
+        if waited >= seconds and (_settled(_QUIET) or waited >= seconds * _DRAIN_LIMIT):
+            server_handler(signum, None)
+        else:
+            loop.call_later(_QUIET / 2, stop_when_settled, signum, started)
+
     def later(signum: int, frame: FrameType | None) -> None:
         log.info("draining before shutdown", extra={"seconds": seconds})
-        loop.call_soon_threadsafe(loop.call_later, seconds, server_handler, signum, None)
+        loop.call_soon_threadsafe(stop_when_settled, signum, loop.time())
 
     signal.signal(signal.SIGTERM, later)
 

@@ -28,7 +28,7 @@ from uvicorn.importer import import_from_string
 
 from .service import error_body
 
-__all__ = ["HeadLimits", "configure"]
+__all__ = ["HeadLimits", "configure", "settled"]
 
 log = logging.getLogger(__name__.rsplit(".", 1)[0])
 # The protocol uvicorn runs for `--http httptools`, resolved as uvicorn resolves that setting.
@@ -39,6 +39,20 @@ _LINGER = 2.0  # seconds a refused connection is drained before it is closed
 
 class _TooManyHeadersError(Exception):
     pass
+
+
+class _Arrivals:
+    """This process's connections as they arrive, for the drain at shutdown."""
+
+    last = 0.0  # the event loop's time when the latest one was accepted
+    silent = 0  # accepted, and no byte received yet
+
+
+def settled(quiet: float) -> bool:
+    """Whether no connection has arrived for `quiet` seconds and each one has begun its
+    request: until then, a shutdown would reset a request already sent."""
+    now = asyncio.get_running_loop().time()
+    return _Arrivals.silent == 0 and now - _Arrivals.last >= quiet
 
 
 class HeadLimits(asyncio.Protocol):
@@ -68,12 +82,16 @@ class HeadLimits(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
+        _Arrivals.last = self.loop.time()
+        _Arrivals.silent += 1
         self._start_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_timer()
         if self.made:
             self.inner.connection_lost(exc)
+        else:
+            _Arrivals.silent -= 1
 
     def eof_received(self) -> bool | None:
         if not self.made:
@@ -94,6 +112,7 @@ class HeadLimits(asyncio.Protocol):
             return  # what still arrives is dropped, not buffered
         if not self.made and self.transport is not None:
             self.made = True
+            _Arrivals.silent -= 1
             self.inner.connection_made(self.transport)
         if self.watching:
             if self.reading_head:
