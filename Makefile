@@ -56,6 +56,7 @@ lint: check-conflicts $(VENV) ## Lint: ruff, formatting, the lock, the Dockerfil
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 	$(RUN) hadolint Dockerfile  # [docker]
+	$(RUN) hadolint .devcontainer/Dockerfile  # [devcontainer]
 	$(RUN) python deploy/validate.py  # [kubernetes]
 	$(RUN) zizmor --offline --quiet .github/workflows
 	$(RUN) check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
@@ -81,15 +82,37 @@ typecheck: $(VENV) ## Type-check src/ with mypy (strict)
 
 .PHONY: test
 test: $(VENV) ## Run every test, slow end-to-end ones included (one process per core)
-	$(RUN) pytest -n auto
+	$(RUN) pytest -m "not container" -n auto
 
 .PHONY: test-fast
 test-fast: $(VENV) ## Run the tests, skipping the slow end-to-end ones (one process per core)
-	$(RUN) pytest -m "not e2e" -n auto
+	$(RUN) pytest -m "not e2e and not container" -n auto
 
 .PHONY: all
 all: install lint typecheck test ## Install, lint, type-check and test: what CI runs
 
+# [if containers]
+# Docker where its daemon answers, else Podman (daemonless: no engine to run).
+ENGINE ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo podman)
+
+.PHONY: test-containers
+test-containers: $(VENV) ## Build the images and the devcontainer, run them and test them (Docker or Podman)
+	ENGINE='$(ENGINE)' $(RUN) pytest -m container -rs -s
+
+# [end containers]
+# [if docker]
+IMAGE ?= mlops-template:dev
+# Podman keeps a HEALTHCHECK only in Docker's image format (Docker ignores the variable).
+.PHONY: image
+image: models/current/model.onnx ## Build the serving image of the current model: IMAGE=name:tag, EXTRA=dask for batch
+	BUILDAH_FORMAT=docker $(ENGINE) build $(if $(EXTRA),--build-arg EXTRA=$(EXTRA)) \
+		$(BUILD_FLAGS) --tag $(IMAGE) .
+
+models/current/model.onnx: | $(VENV)
+	$(CLI) prepare
+	$(CLI) train
+
+# [end docker]
 .PHONY: prepare
 prepare: $(VENV) ## Check and split data/raw into data/processed
 	$(CLI) prepare

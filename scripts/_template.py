@@ -54,12 +54,15 @@ OPTIONS = {
     "dask": "include_dask",
     "tracking": "include_tracking",
 }
-_BLOCK_MARKER = re.compile(rf"(?m)^[ \t]*# \[(?:if|end) (?:{'|'.join(OPTIONS)})\]\n")
-_NAMES = "|".join(OPTIONS)
+# Conditions made of options, usable as markers too.
+DERIVED = {"containers": "include_docker or include_devcontainer"}
+_NAMES = "|".join([*OPTIONS, *DERIVED])
+_BLOCK_MARKER = re.compile(rf"(?m)^[ \t]*# \[(?:if|end) (?:{_NAMES})\]\n")
 _LINE_MARKER = re.compile(rf"(?m)[ \t]+(?:# \[(?:{_NAMES})\]|<!-- \[(?:{_NAMES})\] -->)$")
 # What each marker word switches on: an option's answer, or a condition of the example.
 SWITCHES = {
     **OPTIONS,
+    **DERIVED,
     "template": "false",
     "penguins": "not text_example",
     "text": "text_example",

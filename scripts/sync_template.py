@@ -61,11 +61,14 @@ CONDITIONAL_PATHS = {
     "Dockerfile": "docker",
     ".dockerignore": "docker",
     "tests/test_container.py": "docker",
+    "tests/containers.py": "containers",
+    "tests/test_devcontainer.py": "devcontainer",
     ".devcontainer/": "devcontainer",
     "deploy/": "kubernetes",
     "tests/test_deploy.py": "kubernetes",
     ".ci/kind_smoke.py": "kubernetes",
     ".github/workflows/kubernetes.yml": "kubernetes",
+    ".github/workflows/publish.yml": "docker",
     "deploy/dask/": "dask",
     f"{PACKAGE_DIR}/serving/demo.py": "demo",
     f"{PACKAGE_DIR}/serving/static/demo/": "demo",
@@ -148,9 +151,9 @@ LINES = [
     # A project's version is its own: it starts here, and no template release changes it.
     ("pyproject.toml", re.compile(r'^version = ".*"$'), f'version = "{PROJECT_VERSION}"'),
     (
-        ".devcontainer/devcontainer.json",
-        re.compile(r'^  "image": "mcr.microsoft.com/devcontainers/python:1-3\.\d+-bookworm",$'),
-        '  "image": "mcr.microsoft.com/devcontainers/python:1-<< python_version >>-bookworm",',
+        ".devcontainer/Dockerfile",
+        re.compile(r"^ARG PYTHON_VERSION=3\.\d+$"),
+        "ARG PYTHON_VERSION=<< python_version >>",
     ),
     (
         ".devcontainer/devcontainer.json",

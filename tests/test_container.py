@@ -1,199 +1,229 @@
-"""The serving image: checked without a Docker engine, by reading the Dockerfile and by running
-its install and start commands on this machine."""
+"""The images, built by `make image` and run for real: `make test-containers` (Docker or Podman).
+
+They run as an operator runs them: read-only root, the image's own user, no network but
+loopback for the traced run, stopped by SIGTERM.
+"""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from mlops_template.inference import OnnxModel
+
 from .conftest import ROOT
+from .containers import ENGINE, MARKS, engine
 from .test_serving_live import free_port, get, post
 
-DOCKERFILE = ROOT / "Dockerfile"
+MODELS = ROOT / "models"
+GRACE_SECONDS = 30  # the Deployment's terminationGracePeriodSeconds, Docker's `stop -t`
+pytestmark = MARKS
 
 
-def instructions(stage: str | None = None) -> list[tuple[str, str]]:
-    """(instruction, arguments) pairs, continuation lines joined, of one stage or all."""
-    text = re.sub(r"\\\n\s*", " ", DOCKERFILE.read_text())
-    pairs: list[tuple[str, str]] = []
-    current = None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        keyword, _, rest = line.partition(" ")
-        if keyword.upper() == "FROM":
-            current = rest.split(" AS ")[-1].strip() if " AS " in rest else rest
-        if stage is None or current == stage:
-            pairs.append((keyword.upper(), rest.strip()))
-    return pairs
-
-
-def env_of(stage: str) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for keyword, rest in instructions(stage):
-        if keyword == "ENV":
-            for key, value in re.findall(r"(\w+)=(\S+)", rest):
-                env[key] = value
-    return env
-
-
-def test_the_image_is_multi_stage_with_a_lean_runtime() -> None:
-    stages = [rest for keyword, rest in instructions() if keyword == "FROM"]
-    assert len(stages) == 2
-    assert all("slim" in stage for stage in stages)
-    runtime = instructions("runtime")
-    runs = " ".join(rest for keyword, rest in runtime if keyword == "RUN")
-    assert "pip install" not in runs
-    assert "uv" not in runs
-    syncs = [
-        rest for keyword, rest in instructions("build") if keyword == "RUN" and "uv sync" in rest
-    ]
-    assert syncs
-    extra = dict(
-        re.findall(r"(\w+)=(\S+)", " ".join(r for k, r in instructions("build") if k == "ARG"))
+def build(extra: str | None = None) -> Iterator[str]:
+    """An image made by `make image`, removed afterwards; its size goes to the report."""
+    tag = f"localhost/image-test-{extra or 'serve'}:{uuid.uuid4().hex[:8]}"
+    variables = [f"IMAGE={tag}", f"ENGINE={' '.join(ENGINE)}"] + ([f"EXTRA={extra}"] * bool(extra))
+    done = subprocess.run(
+        ["make", "image", *variables], cwd=ROOT, capture_output=True, text=True, timeout=1200
     )
-    assert extra["EXTRA"] == "serve"  # the default image serves; --build-arg EXTRA=dask: batch
-    for sync in syncs:
-        assert "--frozen" in sync
-        assert "--no-dev" in sync
-        assert '--extra "${EXTRA}"' in sync
-        assert "--all-extras" not in sync
-        assert "train" not in sync
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    size = int(engine("image", "inspect", "--format", "{{.Size}}", tag))
+    print(f"{tag}: {size / 1e6:.0f} MB")
+    yield tag
+    engine("image", "rm", "--force", tag, check=False)
 
 
-def test_the_runtime_runs_as_a_numeric_non_root_user_with_exec_form_commands() -> None:
-    runtime = dict(instructions("runtime"))
-    user = runtime["USER"].split(":")
-    assert all(part.isdigit() and int(part) > 0 for part in user)
-    cmd = json.loads(runtime["CMD"])
-    assert cmd == ["mlops-template", "serve"]
-    healthcheck = runtime["HEALTHCHECK"]
-    probe = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
-    assert probe[:2] == ["python", "-c"]
-    assert "/health/live" in probe[2]
-    assert runtime["EXPOSE"] == "8000"
+@pytest.fixture(scope="module")
+def serving_image() -> Iterator[str]:
+    yield from build()
 
 
-def test_dockerignore_sends_only_what_the_image_needs() -> None:
-    rules = [
-        line
-        for line in (ROOT / ".dockerignore").read_text().splitlines()
-        if line and not line.startswith("#")
-    ]
-    assert rules[0] == "*"
-    assert {"!src/", "!uv.lock", "!models/current", "!models/*/model.onnx"} <= set(rules)
-    assert not any("data" in rule for rule in rules)
-
-
-def test_hadolint_passes() -> None:
-    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
-    result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-@pytest.mark.e2e
-def test_the_image_commands_install_and_serve_outside_docker(
-    trained_dir: Path, tmp_path: Path
-) -> None:
-    """The build stage's `uv sync`s, then the runtime's CMD and HEALTHCHECK, with its ENV."""
-    app = tmp_path / "app"
-    app.mkdir()
-    for name in ("pyproject.toml", "uv.lock", "README.md"):
-        shutil.copy(ROOT / name, app)
-    shutil.copytree(ROOT / "src", app / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    for keyword, rest in instructions("runtime"):  # the model, as the image copies it
-        if keyword == "COPY" and "--from" not in rest:
-            *sources, target = [a for a in rest.split() if not a.startswith("--")]
-            destination = Path(target.replace("/app", str(app)))
-            destination.mkdir(parents=True, exist_ok=True)
-            for source in sources:
-                relative = Path(source).relative_to("models")
-                shutil.copy(trained_dir / relative, destination)
-    # `uv run` (so `make test`) names its own binary in UV; else PATH, else make's bootstrap.
-    uv = os.environ.get("UV") or shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
-    build_env = {**os.environ, **env_of("build"), "UV_PROJECT_ENVIRONMENT": str(app / ".venv")}
-    build_env.pop("VIRTUAL_ENV", None)
-    for keyword, rest in instructions("build"):
-        if keyword == "RUN" and "uv sync" in rest:
-            command = rest[rest.index("uv sync") :].replace('"${EXTRA}"', "serve").split()
-            subprocess.run(
-                [uv, *command[1:]],
-                cwd=app,
-                env=build_env,
-                check=True,
-                capture_output=True,
-                timeout=600,
-            )
-    venv_python = app / ".venv" / "bin" / "python"
-    leaked = subprocess.run(
-        [
-            venv_python,
-            "-c",
-            "import importlib.util as u; "
-            "print([m for m in ('sklearn', 'skl2onnx', 'matplotlib', 'pytest') if u.find_spec(m)])",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert leaked.stdout.strip() == "[]"
-
-    runtime = dict(instructions("runtime"))
-    port = free_port()
-    run_env = {
-        k: v.replace("/app", str(app)).replace("$PATH", os.environ["PATH"])
-        for k, v in env_of("runtime").items()
-    }
-    run_env = {
-        **os.environ,
-        **run_env,
-        "MLOPS_TEMPLATE_HOST": "127.0.0.1",
-        "MLOPS_TEMPLATE_PORT": str(port),
-    }
-    run_env.pop("VIRTUAL_ENV", None)
-    name = "mlops-template"
-    assert shutil.which(name, path=run_env["PATH"]) == str(app / ".venv" / "bin" / name)
-    server = subprocess.Popen(
-        json.loads(runtime["CMD"]),
-        cwd=app,
-        env=run_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+@pytest.fixture
+def container(serving_image: str) -> Iterator[tuple[str, str]]:
+    """The serving image running read-only, its port on this machine's loopback: (name, url)."""
+    name, port = f"image-test-{uuid.uuid4().hex[:8]}", free_port()
+    engine("run", "--detach", "--read-only", "--name", name, "--publish",
+           f"127.0.0.1:{port}:8000", serving_image)  # fmt: skip
     try:
-        healthcheck = runtime["HEALTHCHECK"]
-        probe = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
-        probe[0] = str(venv_python)
-        for _ in range(600):  # up to 60 s
-            if subprocess.run(probe, env=run_env, capture_output=True).returncode == 0:
-                break
-            assert server.poll() is None
-            time.sleep(0.1)
-        else:
-            pytest.fail("the HEALTHCHECK command never passed")
-        card = json.loads((app / "models" / "model.json").read_text())
-        status, body = post(f"http://127.0.0.1:{port}/predict", {"records": [card["example"]]})
-        assert status == 200
-        assert body["predictions"][0]["label"] in card["classes"]
-        assert get(f"http://127.0.0.1:{port}/health/ready")[0] == 200
-        # The installed package carries its docs assets (package data reaches the image).
-        assert get(f"http://127.0.0.1:{port}/static/swagger-ui/swagger-ui-bundle.js")[0] == 200
-        # [if demo]
-        import urllib.request
-
-        wasm = "/static/onnxruntime-web/ort-wasm-simd-threaded.wasm"  # vendored, gzipped
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{wasm}", timeout=10) as runtime:
-            assert runtime.read(4) == b"\0asm"  # unpacked for a client that asks for no gzip
-        # [end demo]
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(name, url)
+        yield name, url
     finally:
-        server.terminate()
-        server.wait(timeout=20)
+        engine("rm", "--force", name, check=False)
+
+
+def wait_ready(name: str, url: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while get_or_none(f"{url}/health/ready") != 200:
+        state = engine("inspect", "--format", "{{.State.Status}}", name, check=False)
+        assert state in ("created", "running"), engine("logs", name, check=False)
+        assert time.monotonic() < deadline, "not ready: " + engine("logs", name, check=False)
+        time.sleep(0.2)
+
+
+def get_or_none(url: str) -> int | None:
+    try:
+        return get(url, timeout=2)[0]
+    except OSError:
+        return None
+
+
+def local_answer(example: dict[str, object]) -> dict[str, object]:
+    """What this machine's package answers for one record, with the model the image carries."""
+    model = OnnxModel.load(MODELS)
+    prediction = model.predict({key: [value] for key, value in example.items()})
+    if prediction.values is not None:
+        return {"value": float(prediction.values[0])}
+    assert prediction.labels is not None
+    assert prediction.probabilities is not None
+    classes = model.card.classes or ()
+    return {
+        "label": prediction.labels[0],
+        "probabilities": dict(zip(classes, prediction.probabilities[0].tolist(), strict=True)),
+    }
+
+
+def test_the_serving_image_answers_as_the_package_does(container: tuple[str, str]) -> None:
+    _, url = container
+    status, card = get(f"{url}/model")
+    example = json.loads(card)["example"]
+    status, body = post(f"{url}/predict", {"records": [example]})
+    assert status == 200, body
+    answer, local = body["predictions"][0], local_answer(example)
+    assert answer.keys() == local.keys()
+    if "label" in local:
+        assert answer["label"] == local["label"]
+        assert answer["probabilities"] == pytest.approx(local["probabilities"], abs=1e-6)
+    else:
+        assert answer["value"] == pytest.approx(local["value"], rel=1e-6)
+    # The docs' assets are package data: they reach the image.
+    assert get(f"{url}/static/swagger-ui/swagger-ui-bundle.js")[0] == 200
+
+
+def test_the_serving_image_runs_read_only_as_its_own_user_with_no_build_tools(
+    container: tuple[str, str],
+) -> None:
+    name, _ = container
+    assert engine("exec", name, "id", "-u") == "10001"
+    refused = subprocess.run([*ENGINE, "exec", name, "touch", "/app/x"], capture_output=True)
+    assert refused.returncode != 0  # the root filesystem is read-only
+    tools = "('sklearn', 'skl2onnx', 'pytest', 'uv', 'pip')"
+    script = f"import importlib.util as u; print([m for m in {tools} if u.find_spec(m)])"
+    found = engine("exec", name, "python", "-c", script)
+    assert found == "[]"
+    assert engine("exec", name, "printenv", "ORT_DISABLE_TELEMETRY") == "1"
+    # Only the environment and the model: no data, no tests, no sources beside the package.
+    assert engine("exec", name, "ls", "-A", "/app").split() == [".venv", "models"]
+
+
+def test_the_healthcheck_the_image_declares_passes(container: tuple[str, str]) -> None:
+    name, _ = container
+    declared = json.loads(engine("inspect", "--format", "{{json .Config.Healthcheck}}", name))
+    kind, *command = declared["Test"]
+    assert kind == "CMD"
+    assert subprocess.run([*ENGINE, "exec", name, *command], timeout=30).returncode == 0
+
+
+def test_sigterm_stops_the_server_cleanly_within_the_grace_period(
+    container: tuple[str, str],
+) -> None:
+    name, _ = container
+    started = time.monotonic()
+    engine("stop", "--time", str(GRACE_SECONDS), name, timeout=GRACE_SECONDS + 30)
+    assert time.monotonic() - started < GRACE_SECONDS
+    assert engine("inspect", "--format", "{{.State.ExitCode}}", name) == "0"
+
+
+# [if dask]
+@pytest.fixture(scope="module")
+def batch_image() -> Iterator[str]:
+    yield from build("dask")
+
+
+def test_the_batch_image_scores_a_file_as_the_package_does(
+    batch_image: str, tmp_path: Path
+) -> None:
+    import sys
+
+    import polars as pl
+    from polars.testing import assert_frame_equal
+
+    source = ROOT / "data" / "processed" / "current" / "test.parquet"
+    if not source.exists():
+        prepare = [sys.executable, "-m", "mlops_template", "prepare"]
+        subprocess.run(prepare, cwd=ROOT, capture_output=True, check=True, timeout=300)
+    inputs, outputs = tmp_path / "in", tmp_path / "out"
+    inputs.mkdir()
+    outputs.mkdir()
+    outputs.chmod(0o777)  # the image's user writes here
+    shutil.copy(source, inputs / "input.parquet")
+    engine("run", "--rm", "--read-only", "--network=none", "--no-healthcheck",
+           "--volume", f"{inputs}:/data/in:ro", "--volume", f"{outputs}:/data/out", batch_image,
+           "mlops-template", "predict", "/data/in/input.parquet",
+           "--output", "/data/out/scored.parquet", timeout=300)  # fmt: skip
+    local = tmp_path / "local.parquet"
+    cli = [sys.executable, "-m", "mlops_template"]
+    done = subprocess.run(
+        [*cli, "predict", str(source), "--output", str(local)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    ours, theirs = pl.read_parquet(local), pl.read_parquet(outputs / "scored.parquet")
+    assert_frame_equal(theirs, ours, abs_tol=1e-6)
+
+
+# [end dask]
+# A connect or send to an address that is not loopback, as strace prints it.
+_REMOTE = re.compile(r'(?:connect|sendto|sendmsg)\(.*sa_family=AF_INET6?.*?"([^"]+)"')
+
+
+@pytest.mark.skipif(
+    ENGINE[0] != "podman" or shutil.which("strace") is None,
+    reason="needs Podman and strace: a daemonless engine runs the container as a child to trace",
+)
+def test_the_serving_image_talks_to_nothing_but_loopback(
+    serving_image: str, tmp_path: Path
+) -> None:
+    """The server and a prediction traced for every network call, DNS lookups included."""
+    name, trace = f"image-test-{uuid.uuid4().hex[:8]}", tmp_path / "trace"
+    traced = subprocess.Popen(
+        ["strace", "-f", "-qq", "-e", "trace=%network", "-o", str(trace),
+         *ENGINE, "run", "--rm", "--network=none", "--name", name, serving_image],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        script = (
+            "import json, urllib.request as u, time\n"
+            "for _ in range(300):\n"
+            "    try: card = json.load(u.urlopen('http://127.0.0.1:8000/model')); break\n"
+            "    except OSError: time.sleep(0.2)\n"
+            "body = json.dumps({'records': [card['example']]}).encode()\n"
+            "r = u.Request('http://127.0.0.1:8000/predict', body, "
+            "{'content-type': 'application/json'})\n"
+            "print(u.urlopen(r).status)\n"
+        )
+        for _ in range(300):  # until the engine has made the container
+            if subprocess.run([*ENGINE, "exec", name, "true"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.2)
+        assert engine("exec", name, "python", "-c", script, timeout=90) == "200"
+    finally:
+        engine("stop", "--time", str(GRACE_SECONDS), name, check=False, timeout=60)
+        traced.wait(timeout=60)
+    calls = trace.read_text().splitlines()
+    assert any("htons(8000)" in line for line in calls)  # the trace reaches the server
+    assert [line for line in calls if _remote(line)] == []
+
+
+def _remote(line: str) -> bool:
+    found = _REMOTE.search(line)
+    return found is not None and found.group(1) not in ("127.0.0.1", "::1", "0.0.0.0", "::")

@@ -16,6 +16,22 @@ def make(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+# [if docker]
+def test_the_published_images_are_built_by_the_target_the_image_tests_build_with() -> None:
+    import yaml
+
+    workflow = yaml.safe_load((ROOT / ".github" / "workflows" / "publish.yml").read_text())
+    (push,) = [s for s in workflow["jobs"]["images"]["steps"] if s.get("id") == "push"]
+    builds = [line for line in push["run"].splitlines() if "make " in line]
+    assert builds
+    assert all(line.strip().startswith("make image ") for line in builds)
+    assert workflow["jobs"]["images"]["permissions"]["packages"] == "write"
+    assert workflow["permissions"] == {}  # every other job asks for what it needs
+    ci = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    assert "run: make test-containers" in ci
+
+
+# [end docker]
 def test_help_lists_the_targets_without_colour_codes_when_piped() -> None:
     result = make("help", cwd=ROOT)
     assert result.returncode == 0, result.stderr
