@@ -192,7 +192,6 @@ def test_every_option_renders_a_clean_project(
         schemas = (dest / "deploy" / "schemas" / "README.md").read_text()
         assert "(https://github.com/mlops-template/mlops-template/blob/main/scripts/" in schemas
         run("env", "PYTHONPATH=src", BIN / "python", "deploy/validate.py", cwd=dest)
-    run(UV, "lock", "--check", "--offline", cwd=dest)  # the lock is the rendered pyproject's
     assert not list(dest.rglob("*.jinja"))
     assert not (dest / "copier.yml").exists()
     assert not (dest / "template").exists()
@@ -213,6 +212,12 @@ def test_every_option_renders_a_clean_project(
         ".github/dependabot.yml",
         cwd=dest,
     )
+    # The lock is the rendered pyproject's; uv checks it with the project's Python, which a
+    # machine may lack (the devcontainer has only its own) and uv downloads none here.
+    lock = subprocess.run([UV, "lock", "--check", "--offline"], cwd=dest, capture_output=True)
+    if b"No interpreter found for Python" in lock.stderr:
+        pytest.skip(f"uv lock --check needs Python {python}: {lock.stderr.decode().strip()}")
+    assert lock.returncode == 0, lock.stderr.decode()
 
 
 def test_devcontainer_is_sound(tmp_path: Path) -> None:
