@@ -113,6 +113,10 @@ models/current/model.onnx: | $(VENV)
 	$(CLI) train
 
 # [end docker]
+.PHONY: schema
+schema: $(VENV) ## Print a first dataset.toml for a file: make schema INPUT=data.csv TARGET=column
+	@$(CLI) schema "$(INPUT)" --target "$(TARGET)"
+
 .PHONY: prepare
 prepare: $(VENV) ## Check and split data/raw into data/processed
 	$(CLI) prepare

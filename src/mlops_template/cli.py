@@ -1,4 +1,4 @@
-"""The command line: `prepare`, `train`, `evaluate`, `predict`, `serve` and `info`.
+"""The command line: `schema`, `prepare`, `train`, `evaluate`, `predict`, `serve` and `info`.
 
 Heavy libraries are imported inside the command that needs them, so `--help` is instant. A
 `UserError` is printed as one `error:` line and a hint (exit 1); bad usage exits 2; anything
@@ -82,6 +82,18 @@ def _table(title: str, rows: dict[str, Any]) -> Table:
     for key, value in rows.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     return table
+
+
+@app.command()
+def schema(
+    source: Annotated[Path, typer.Argument(help="A CSV or Parquet file", show_default=False)],
+    target: Annotated[str, typer.Option("--target", help="The column to predict")],
+) -> None:
+    """Print a first dataset.toml for a file: each column's type, bounds or categories guessed
+    from what it holds, with a comment on each guess to check (`> dataset.toml` to use it)."""
+    from .draft import draft_schema
+
+    sys.stdout.write(draft_schema(source, target, relative_to=Path.cwd()))
 
 
 @app.command()

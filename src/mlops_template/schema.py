@@ -36,6 +36,8 @@ __all__ = [
     "canonical_number",
     "describe_validation_error",
     "load_schema",
+    "parse_schema",
+    "toml_key",
 ]
 
 ColumnType = Literal["float", "integer", "category", "text"]
@@ -276,13 +278,23 @@ def _echo(value: object, kind: str) -> str:
 def load_schema(path: Path) -> DatasetSchema:
     """Read and validate a dataset schema file; relative paths in it are relative to the file."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
             f"{path}: dataset schema not found",
             hint=f"create dataset.toml (see the README) or point {ENV_PREFIX}SCHEMA_PATH at it",
         ) from None
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable TOML file: {exc}") from None
+    return parse_schema(text, path)
+
+
+def parse_schema(text: str, path: Path) -> DatasetSchema:
+    """A dataset schema from the text of a file at `path` (which messages name, and which
+    relative paths in it are relative to)."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not a readable TOML file: {exc}") from None
     data: dict[str, Any] = dict(raw)
     features = data.get("features")
@@ -302,7 +314,7 @@ def load_schema(path: Path) -> DatasetSchema:
             and isinstance(loc[1], int)
             and loc[1] < len(names)
         ):
-            return ("features", _toml_key(names[loc[1]]), *loc[2:])
+            return ("features", toml_key(names[loc[1]]), *loc[2:])
         if len(loc) >= 2 and loc[0] == "model" and loc[1] in _MODEL_TYPES:
             return ("model", *loc[2:])  # the union's tag is not a key the user wrote
         return loc
@@ -318,7 +330,7 @@ def load_schema(path: Path) -> DatasetSchema:
     return schema
 
 
-def _toml_key(name: str) -> str:
+def toml_key(name: str) -> str:
     """A key as TOML would need it written: bare when it can be, quoted otherwise."""
     if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
         return name

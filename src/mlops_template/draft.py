@@ -1,0 +1,153 @@
+"""A first `dataset.toml` for a data file: each column's type, nullability, bounds or
+categories guessed from what the file holds, with a comment on each guess to check.
+
+The draft is checked like any schema before it is printed, so what it proposes loads.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from .errors import ConfigError
+from .schema import canonical_number, parse_schema, toml_key
+from .tables import TableReader
+
+__all__ = ["draft_schema"]
+
+MAX_CATEGORIES = 20  # more distinct labels than this, and a string column is proposed as text
+
+
+def draft_schema(
+    path: Path, target: str, *, null_values: Sequence[str] = ("", "NA"), relative_to: Path
+) -> str:
+    """The text of a `dataset.toml` for `path`, predicting `target`."""
+    reader = TableReader(path, null_values=null_values, hint="check the file")
+    names = list(reader.header)
+    if target not in names:
+        raise ConfigError(
+            f"--target {target!r}: no such column in {path}",
+            hint=f"name one of its columns: {', '.join(names[:30])}",
+        )
+    frame = reader.scan(infer=names).collect()
+    rows = frame.height
+    lines = [
+        f"# Drafted from {path.name} ({rows:,} rows): check each guess, then edit freely.",
+        "# Bounds (min, max) are as observed: widen them to what may come.",
+        f"name = {_string(_dataset_name(path))}",
+        f"source = {_string(_relative(path, relative_to))}",
+        f"null_values = [{', '.join(_string(v) for v in null_values)}]",
+    ]
+    ignored: list[tuple[str, str]] = []
+    features: list[list[str]] = []
+    for name in names:
+        column = frame[name]
+        if name == target:
+            continue
+        reason = _reason_to_ignore(column, rows)
+        if reason:
+            ignored.append((name, reason))
+        else:
+            features.append(_column(f"features.{toml_key(name)}", column, feature=True))
+    lines.append("ignore = [" + ", ".join(_string(name) for name, _ in ignored) + "]")
+    lines += [f"# ignored: {_string(name)}: {why}" for name, why in ignored]
+    lines += ["", *_column("target", frame[target], feature=False)]
+    for table in features:
+        lines += ["", *table]
+    if not features:
+        raise ConfigError(
+            f"{path}: no column besides {target!r} can be a feature",
+            hint="every other column is constant, empty or an identifier; check the file",
+        )
+    text = "\n".join(lines) + "\n"
+    parse_schema(text, relative_to / "dataset.toml")  # a draft that would not load is a bug
+    return text
+
+
+def _reason_to_ignore(column: pl.Series, rows: int) -> str | None:
+    present = column.drop_nulls()
+    if present.is_empty():
+        return "always missing"
+    if present.n_unique() == 1:
+        return f"always {present[0]!r}: a constant tells the model nothing"
+    # A code on every row that no other row shares (prose, which has spaces, is text).
+    code = column.dtype.is_integer() or (
+        column.dtype == pl.String and not present.str.contains(r"\s").any()
+    )
+    if code and rows > MAX_CATEGORIES and present.n_unique() == rows:
+        return "a different value on every row: an identifier?"
+    if column.dtype == pl.String and _looks_like_dates(present):
+        return "dates: not a feature type yet (derive numbers from them, such as a year)"
+    if column.dtype.is_temporal():
+        return "dates or times: not a feature type yet (derive numbers from them)"
+    return None
+
+
+def _looks_like_dates(values: pl.Series) -> bool:
+    try:  # Polars infers the format from the first values, or finds none
+        return values.head(1000).str.to_datetime(strict=False).null_count() == 0
+    except pl.exceptions.ComputeError:
+        return False
+
+
+def _column(header: str, column: pl.Series, *, feature: bool) -> list[str]:
+    """A feature's (or the target's) table: type, nullable, bounds or categories, comments."""
+    present = column.drop_nulls()
+    distinct = present.n_unique()
+    notes: list[str] = []
+    body = [] if feature else [f"name = {_string(column.name)}"]
+    if column.dtype == pl.Boolean:
+        body += _categories(sorted({str(v).lower() for v in present.to_list()}))
+    elif column.dtype.is_numeric():
+        whole = column.dtype.is_integer() or bool((present == present.round(0)).all())
+        if not feature and whole and distinct <= MAX_CATEGORIES:
+            notes.append(f'{distinct} distinct numbers: classes (or type = "float": a regressor)')
+            body += _categories([canonical_number(v) for v in sorted(present.unique())])
+        else:
+            kind = "integer" if column.dtype.is_integer() else "float"
+            if feature and kind == "integer" and distinct <= 10:
+                notes.append(f'{distinct} distinct numbers: codes? then type = "category"')
+            body += [f'type = "{kind}"', f"min = {_number(present.min())}"]
+            body.append(f"max = {_number(present.max())}")
+    elif distinct <= MAX_CATEGORIES or not feature:
+        body += _categories(sorted(present.cast(pl.String).unique()))
+    else:
+        words = present.cast(pl.String).str.count_matches(r"\S+").cast(pl.Float64)
+        mean = float(words.sum()) / len(words)
+        notes.append(f"{distinct:,} distinct values of {mean:.1f} words on average: text")
+        body.append('type = "text"')
+    if feature and column.null_count():
+        body.append("nullable = true")
+    if not feature:
+        notes.insert(0, "The target: a category makes a classifier, a number a regressor.")
+    return [*(f"# {note}" for note in notes), f"[{header}]", *body]
+
+
+def _categories(labels: Sequence[Any]) -> list[str]:
+    return ['type = "category"', f"categories = [{', '.join(_string(v) for v in labels)}]"]
+
+
+def _dataset_name(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", path.stem).strip("-") or "dataset"
+
+
+def _relative(path: Path, root: Path) -> str:
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return path.resolve().as_posix()
+
+
+def _string(value: Any) -> str:
+    """A TOML basic string: JSON's escapes are TOML's."""
+    return json.dumps(str(value), ensure_ascii=False)
+
+
+def _number(value: Any) -> str:
+    number = float(value)
+    return canonical_number(number) if number.is_integer() else repr(number)
