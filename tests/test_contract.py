@@ -20,9 +20,9 @@ from mlops_template._fs import current_version
 from mlops_template.batch import predict_file
 from mlops_template.card import input_names
 from mlops_template.data import prepare_dataset, to_model_inputs
-from mlops_template.errors import DataSchemaError, InputValidationError
+from mlops_template.errors import ConfigError, DataSchemaError, InputValidationError
 from mlops_template.inference import OnnxModel
-from mlops_template.schema import ColumnSpec, DatasetSchema, load_schema
+from mlops_template.schema import ColumnSpec, DatasetSchema, day_number, load_schema
 
 from .conftest import PENGUINS
 
@@ -37,11 +37,22 @@ RENAMED = {
 }
 
 
+# Dates and times, as ISO 8601 text: a date with some missing, a time with its zone.
+DATED = ("observed on", "logged at")
+
+
 def odd_names_project(tmp_path: Path) -> Path:
-    """The penguins with awkward headers, `sex` coded as 1/2, and its dataset.toml."""
+    """The penguins with awkward headers, `sex` coded as 1/2, a date and a time, and its
+    dataset.toml."""
     frame = pl.read_csv(PENGUINS, infer_schema=False, null_values=["NA"])
+    row = pl.int_range(pl.len())
+    day = pl.format("{}-{}-13", "year", (row % 12 + 1).cast(pl.String).str.zfill(2))
     frame = frame.rename(RENAMED).with_columns(
-        pl.col("sex").replace_strict({"female": "1", "male": "2.0"}, default=None)
+        pl.col("sex").replace_strict({"female": "1", "male": "2.0"}, default=None),
+        pl.when(row % 10 == 3).then(None).otherwise(day).alias(DATED[0]),
+        pl.format("{}T{}:30:00+02:00", day, (row % 14 + 6).cast(pl.String).str.zfill(2)).alias(
+            DATED[1]
+        ),
     )
     frame.write_csv(tmp_path / "odd.csv", null_value="NA")
     features = "\n".join(
@@ -54,6 +65,9 @@ def odd_names_project(tmp_path: Path) -> Path:
             '[features."masse corporelle (g)"]\ntype = "integer"\nnullable = true\nmin = 2000\n'
             "max = 7000",
             '[features.sex]\ntype = "category"\nnullable = true\ncategories = [1, 2]',
+            '[features."observed on"]\ntype = "date"\nnullable = true\nmin = 2007-01-01\n'
+            "max = 2009-12-31",
+            '[features."logged at"]\ntype = "datetime"\nmin = 2007-01-01T00:00:00Z',
         ]
     )
     (tmp_path / "dataset.toml").write_text(
@@ -85,10 +99,10 @@ def test_any_header_trains_exports_and_serves_under_the_users_names(
     _, _, models = odd
     model = OnnxModel.load(models)
     card = model.card
-    assert list(card.inputs) == list(RENAMED.values())
+    assert list(card.inputs) == [*RENAMED.values(), *DATED]
     assert all(name.isidentifier() for name in card.inputs.values())
     assert card.metrics["accuracy"] > 0.9
-    assert set(card.example) == set(RENAMED.values())
+    assert set(card.example) == {*RENAMED.values(), *DATED}
     with TestClient(create_app(Settings(model_dir=models))) as client:
         answer = client.post("/predict", json={"records": [card.example]})
         assert answer.status_code == 200, answer.text
@@ -98,9 +112,91 @@ def test_any_header_trains_exports_and_serves_under_the_users_names(
             "column 'bill-depth': above the maximum 30; found 99.0 (record 0)"
         ]
         meta = client.get(f"/v2/models/{card.name}").json()
-        assert [t["name"] for t in meta["inputs"]] == list(RENAMED.values())
+        assert [t["name"] for t in meta["inputs"]] == [*RENAMED.values(), *DATED]
         docs = client.get("/openapi.json").json()
         assert "bill length (mm)" in json.dumps(docs)
+
+
+def test_a_time_is_the_same_moment_in_any_zone_and_a_bad_date_is_named(
+    odd: tuple[DatasetSchema, Path, Path],
+) -> None:
+    _, processed, models = odd
+    train = pl.read_parquet(current_version(processed) / "train.parquet")
+    assert train.schema[DATED[0]] == pl.Date
+    assert train.schema[DATED[1]] == pl.Datetime("us", "UTC")
+    model = OnnxModel.load(models)
+    row = {k: [v] for k, v in model.card.example.items()}
+    moments = ["2008-03-13T10:30:00+02:00", "2008-03-13T08:30:00Z", "2008-03-13 08:30"]
+    answers = [model.predict({**row, DATED[1]: [m]}).probabilities.tolist() for m in moments]  # type: ignore[union-attr]
+    assert answers[0] == answers[1] == answers[2]
+    for wrong, message in [
+        ("2008-02-30", "expected an ISO 8601 date"),
+        ("13/03/2008", "expected an ISO 8601 date"),
+        ("2008-03-13T10:00", "expected an ISO 8601 date"),  # a time where a date is wanted
+        (20080313, "expected an ISO 8601 date"),
+        ("2006-12-31", "before the minimum 2007-01-01"),
+        ("2010-01-01", "after the maximum 2009-12-31"),
+    ]:
+        with pytest.raises(InputValidationError, match=f"column 'observed on': {message}"):
+            model.predict({**row, DATED[0]: [wrong]})
+
+
+@pytest.mark.parametrize("kind", ["date", "datetime"])
+def test_dates_read_alike_from_csv_text_a_typed_parquet_json_and_tensors(
+    tmp_path: Path, kind: str
+) -> None:
+    """One reading of dates: the numbers the model takes, the rows refused and the missing
+    rows are the same from a CSV, a Parquet file of typed dates, JSON records and a tensor."""
+    import datetime as dt
+
+    spec = ColumnSpec(name="when", type=kind, nullable=True, max=dt.date(2030, 1, 1))
+    good = ["1969-12-31", "2024-02-29", None, "2024-05-31"]
+    if kind == "datetime":
+        good += ["2024-05-31T23:30:00-01:00", "2024-06-01T00:30:00.250000"]
+    csv = tmp_path / "dates.csv"
+    pl.DataFrame({"when": good}).write_csv(csv)
+    moments = [dt.datetime.fromisoformat(v) if v else None for v in good]
+    utc = [m.replace(tzinfo=m.tzinfo or dt.UTC).astimezone(dt.UTC) if m else None for m in moments]
+    typed = pl.Series("when", utc, dtype=pl.Datetime("us", "UTC"))
+    parquet = tmp_path / "dates.parquet"
+    pl.DataFrame([typed.cast(pl.Date) if kind == "date" else typed]).write_parquet(parquet)
+    read = [
+        contract.read_values(spec, good),
+        contract.read_values(spec, [v if v is not None else "" for v in good], True),
+    ]
+    for path in (csv, parquet):
+        frame = pl.read_csv(path, infer_schema=False) if path == csv else pl.read_parquet(path)
+        read.append(frames.read_polars(spec, frame.select(frames.polars_exprs(spec, "x")), "x"))
+    expected = [day_number(m) if m else math.nan for m in moments]
+    for column in read:
+        assert column.numbers is not None
+        np.testing.assert_array_equal(column.numbers, expected)
+        assert column.null is not None
+        assert column.null.tolist() == [v is None for v in good]
+        assert contract.check([column]) == []
+    assert expected[:2] == [-1.0, 19782.0]
+    if kind == "datetime":  # the same moment as 2024-06-01T00:30Z, a quarter-second later
+        assert expected[5] - expected[4] == pytest.approx(0.25 / 86_400)
+    bad = ["2024-13-01", "tomorrow", "", "2030-01-02"]
+    faults = contract.check([contract.read_values(spec, bad)])
+    assert [(f.message, f.rows) for f in faults] == [
+        (f"expected {contract.expected(spec)}", (0, 1, 2)),
+        ("after the maximum 2030-01-01", (3,)),
+    ]
+
+
+def test_a_date_column_is_refused_a_numeric_bound_and_a_target(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="`min` of a date column must be a date"):
+        ColumnSpec(name="d", type="date", min=3)
+    with pytest.raises(ValueError, match="`max` of a float column must be a number"):
+        ColumnSpec(name="d", type="float", max="2024-01-01")  # type: ignore[arg-type]
+    toml = tmp_path / "dataset.toml"
+    toml.write_text(
+        'name = "d"\nsource = "d.csv"\n[target]\nname = "when"\ntype = "date"\n'
+        '[features.x]\ntype = "float"\n'
+    )
+    with pytest.raises(ConfigError, match="the target cannot be date"):
+        load_schema(toml)
 
 
 def test_number_like_categories_match_any_spelling(odd: tuple[DatasetSchema, Path, Path]) -> None:

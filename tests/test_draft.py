@@ -44,7 +44,7 @@ def load_schema_text(text: str, root: Path) -> DatasetSchema:
     return load_schema(root / "dataset.toml")
 
 
-def test_identifiers_constants_empty_columns_and_dates_are_proposed_under_ignore(
+def test_identifiers_constants_empty_columns_and_foreign_dates_are_proposed_under_ignore(
     tmp_path: Path,
 ) -> None:
     rows = 60
@@ -54,6 +54,7 @@ def test_identifiers_constants_empty_columns_and_dates_are_proposed_under_ignore
             "plant": ["north"] * rows,
             "note": [None] * rows,
             "measured on": [f"2024-01-{1 + i % 28:02d}" for i in range(rows)],
+            "logged": [f"2024/01/{1 + i % 28:02d} 10:00" for i in range(rows)],
             "température (°C)": [10.0 + (i % 17) * 0.5 for i in range(rows)],
             "shift": [1 + i % 3 for i in range(rows)],
             "ok": [i % 4 != 0 for i in range(rows)],
@@ -65,12 +66,12 @@ def test_identifiers_constants_empty_columns_and_dates_are_proposed_under_ignore
     frame.write_csv(source)
     text = draft_schema(source, "grade", relative_to=tmp_path)
     schema = load_schema_text(text, tmp_path)
-    assert set(schema.ignore) == {"id", "plant", "note", "measured on"}
+    assert set(schema.ignore) == {"id", "plant", "note", "logged"}
     for name, why in {
         "id": "identifier",
         "plant": "constant",
         "note": "always missing",
-        "measured on": "dates",
+        "logged": "not ISO 8601",
     }.items():
         assert f'# ignored: "{name}": ' in text
         assert why in text.split(f'# ignored: "{name}": ')[1].splitlines()[0]
@@ -80,6 +81,7 @@ def test_identifiers_constants_empty_columns_and_dates_are_proposed_under_ignore
         "shift": "integer",
         "ok": "category",
         "comment": "text",
+        "measured on": "date",
     }
     assert '# 3 distinct numbers: codes? then type = "category"' in text  # the shift
     assert schema.target.type == "category"

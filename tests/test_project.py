@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterator
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,31 @@ def client(project: tuple[Path, DatasetSchema]) -> Iterator[TestClient]:
         yield client
 
 
+# Bounds for a date column that declares none, as days since 1970-01-01: 1900 to 2100.
+WIDE_DAYS = 25_567.0, 47_846.0
+EPOCH = datetime(1970, 1, 1)
+
+
 def _bounds(spec: ColumnSpec) -> tuple[float, float]:
-    low = spec.min if spec.min is not None else -WIDE
-    high = spec.max if spec.max is not None else WIDE
-    return low, high
+    wide = (-WIDE_DAYS[0], WIDE_DAYS[1]) if spec.is_date else (-WIDE, WIDE)
+    low, high = spec.bounds
+    return max(low, wide[0]), min(high, wide[1])
+
+
+def _day(days: int) -> str:
+    return (EPOCH + timedelta(days=days)).date().isoformat()
+
+
+def _dates(spec: ColumnSpec) -> st.SearchStrategy[str]:
+    """ISO 8601 dates (or times, with no zone or UTC's) within the column's bounds."""
+    low, high = _bounds(spec)
+    if spec.type == "date":
+        first, last = (EPOCH + timedelta(days=d) for d in (math.ceil(low), math.floor(high)))
+        return st.dates(first.date(), last.date()).map(date.isoformat)
+    margin = timedelta(milliseconds=1)  # a microsecond's rounding never crosses a bound
+    first, last = EPOCH + timedelta(days=low) + margin, EPOCH + timedelta(days=high) - margin
+    zones = st.sampled_from(["", "Z", "+00:00"])
+    return st.builds(lambda m, z: m.isoformat() + z, st.datetimes(first, last), zones)
 
 
 def valid_values(spec: ColumnSpec) -> st.SearchStrategy[Any]:
@@ -80,6 +102,8 @@ def valid_values(spec: ColumnSpec) -> st.SearchStrategy[Any]:
         values = st.integers(math.ceil(low), math.floor(high))
     elif spec.type == "category":
         values = st.sampled_from(spec.categories or ())
+    elif spec.is_date:
+        values = _dates(spec)
     else:
         values = st.text(st.characters(exclude_categories=("Cs", "Cc")), max_size=40)
     return st.one_of(st.none(), values) if spec.nullable else values
@@ -105,13 +129,21 @@ def broken_values(spec: ColumnSpec) -> dict[str, Any]:
         broken["unknown category"] = "".join(spec.categories or ()) + "?"
         if not spec.nullable:  # v2 reads an empty label as a missing one: refused all the same
             broken["empty label"] = ""
+    elif spec.is_date:
+        broken["not a date"] = "31/12/2023"
+        broken["no such day"] = "2023-02-29"
+        broken[NOT_A_STRING] = 20231231
+        if spec.min is not None:
+            broken["before the minimum"] = _day(math.floor(low) - 1)
+        if spec.max is not None:
+            broken["after the maximum"] = _day(math.ceil(high) + 1)
     else:
-        broken[NOT_A_TEXT] = 12  # a file's text column holds text: only JSON can send a number
+        broken[NOT_A_STRING] = 12  # a file's text column holds text: only JSON can send a number
     return broken
 
 
-NOT_A_TEXT, PAST_ANY_FLOAT = "not a text", "past any float"
-JSON_ONLY = {NOT_A_TEXT, PAST_ANY_FLOAT}  # what a typed file cannot hold
+NOT_A_STRING, PAST_ANY_FLOAT = "not a string", "past any float"
+JSON_ONLY = {NOT_A_STRING, PAST_ANY_FLOAT}  # what a typed file cannot hold
 BROKEN = [
     pytest.param(spec.name, value, rule not in JSON_ONLY, id=f"{spec.name}: {rule}")
     for spec in SCHEMA.features
@@ -138,11 +170,11 @@ def v2_request(client: TestClient, card: ModelCard, rows: list[dict[str, Any]]) 
 def batch_file(card: ModelCard, rows: list[dict[str, Any]], path: Path) -> Path:
     """The rows as a Parquet file, each column typed as the schema says, unless a value needs
     another type (a word in a number column, a fraction in an integer one)."""
-    types = {"float": pl.Float64, "integer": pl.Int64, "category": pl.String, "text": pl.String}
+    types = {"float": pl.Float64, "integer": pl.Int64}
     columns = {}
     for spec in card.features:
         values = [row[spec.name] for row in rows]
-        dtype = types[spec.type]
+        dtype = types.get(spec.type, pl.String)  # labels, texts, and dates as ISO 8601 text
         if any(isinstance(v, str) for v in values):
             dtype = pl.String
         elif any(isinstance(v, float) and not v.is_integer() for v in values):

@@ -47,6 +47,10 @@ max = 20
 type = "category"
 categories = ["north", "south", "centre"]
 nullable = true
+
+[features.listed_on]
+type = "date"
+min = 2015-01-01
 """
 
 
@@ -56,13 +60,16 @@ def write_houses(folder: Path, rows: int = 400) -> None:
     rooms = np.clip((area / 35).round() + rng.integers(-1, 2, rows), 1, 20).astype(int)
     district = rng.choice(["north", "south", "centre", "?"], rows, p=[0.3, 0.3, 0.3, 0.1])
     bonus = np.select([district == "centre", district == "north"], [120.0, 40.0], 0.0)
-    price = 2.5 * area + 15 * rooms + bonus + rng.normal(0, 15, rows)
+    days = rng.integers(0, 3650, rows)  # listed over ten years, prices up 10 (k€) a year
+    price = 2.5 * area + 15 * rooms + bonus + days / 36.5 + rng.normal(0, 15, rows)
+    listed = np.datetime64("2015-01-01") + days.astype("timedelta64[D]")
     pl.DataFrame(
         {
             "listing_id": np.arange(rows),
             "area_m2": area,
             "rooms": rooms,
             "district": district,
+            "listed_on": listed.astype(str),
             "price_k": price.round(2),
         }
     ).write_csv(folder / "houses.csv")
@@ -81,15 +88,22 @@ def test_a_regression_dataset_runs_through_every_stage(tmp_path: Path) -> None:
     assert card.metrics["r2"] > 0.9
     model = OnnxModel.load(tmp_path / "models")
     prediction = model.predict(
-        {"area_m2": [100.0, 100.0], "rooms": [3, 3], "district": ["centre", None]}
+        {
+            "area_m2": [100.0, 100.0, 100.0],
+            "rooms": [3, 3, 3],
+            "district": ["centre", None, None],
+            "listed_on": ["2020-06-01", "2020-06-01", "2024-06-01"],
+        }
     )
     assert prediction.values is not None
     assert prediction.values[0] - prediction.values[1] == pytest.approx(120, abs=40)
+    assert prediction.values[2] - prediction.values[1] == pytest.approx(40, abs=10)  # 4 years
     rows = predict_file(model, tmp_path / "houses.csv", tmp_path / "scored.parquet", chunk_size=64)
     scored = pl.read_parquet(tmp_path / "scored.parquet")
     assert rows == 400
     assert scored.columns[-1] == "predicted_price_k"
     assert scored.schema["rooms"] == pl.Int64
+    assert scored.schema["listed_on"] == pl.Date
 
 
 def test_integer_features_reject_fractions(tmp_path: Path) -> None:

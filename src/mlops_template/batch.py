@@ -91,7 +91,8 @@ class BatchPlan:
         """Typed columns of raw rows and the model's input, once the data contract passes."""
         # Lazily, so that a category's lookup is made once for its column and its codes.
         chunk = raw.lazy().select(self.exprs).collect()
-        return chunk, model.feed(self.reader.check(chunk, self.card.features, first_row=first_row))
+        columns = self.reader.check(chunk, self.card.features, first_row=first_row)
+        return frames.with_typed_dates(chunk, columns), model.feed(columns)
 
     def finish(self, chunk: pl.DataFrame, prediction: Prediction) -> pl.DataFrame:
         """The rows as they are written: the file's columns, then the prediction columns."""

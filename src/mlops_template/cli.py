@@ -295,6 +295,7 @@ def info(model_dir: ModelOption = None) -> None:
     """Show the trained model's card: features, classes, metrics, provenance."""
     from ._fs import current_version
     from .card import CARD_FILE, load_card
+    from .schema import show_bound
 
     settings = _settings(model_dir=model_dir)
     path = current_version(settings.model_dir) / CARD_FILE
@@ -318,7 +319,7 @@ def info(model_dir: ModelOption = None) -> None:
         allowed = (
             ", ".join(f.categories)
             if f.categories
-            else f"[{f.min:g}, {f.max:g}]"
+            else f"[{show_bound(f.min)}, {show_bound(f.max)}]"
             if f.min is not None and f.max is not None
             else "any"
         )

@@ -9,7 +9,9 @@ naming the user's own column; only the way rows are numbered (file lines, rows, 
 belongs to the source.
 
 Number-like categories (`categories = [1, 2]`) match any spelling of the number: `1`, `1.0` and
-`"1"` all name category `"1"`.
+`"1"` all name category `"1"`. Dates and times are ISO 8601 text wherever they come from (a
+file's typed date column is read as its ISO text), read by one function, `read_dates`, into
+the numbers the model takes (days since 1970-01-01, UTC).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from functools import cache
 from itertools import repeat
 from typing import Any
@@ -25,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import Issue
-from .schema import ColumnSpec
+from .schema import ColumnSpec, day_number, show_bound
 
 __all__ = [
     "MISSING_CATEGORY",
@@ -40,6 +43,7 @@ __all__ = [
     "expected",
     "issues",
     "levels",
+    "read_dates",
     "read_values",
 ]
 
@@ -58,7 +62,8 @@ _LISTED = 20  # categories listed in a message
 class Column:
     """One column read from any source into arrays, ready for `check`.
 
-    Numbers: `numbers` (float64; NaN where missing or unreadable). Categories: `codes` (int32;
+    Numbers, dates and times: `numbers` (float64, dates as days since 1970-01-01; NaN where
+    missing or unreadable). Categories: `codes` (int32;
     the index in `spec.categories`, `NULL` or `UNKNOWN`). Text: `texts` (Python strings; the
     empty string where missing or unreadable). `null` marks missing values and `unreadable`
     values of the wrong kind (text in a number column, a number or true/false in a category
@@ -101,6 +106,8 @@ def expected(spec: ColumnSpec) -> str:
         "integer": "a whole number",
         "category": "a category label",
         "text": "text (a string)",
+        "date": "an ISO 8601 date (e.g. 2024-05-31)",
+        "datetime": "an ISO 8601 date and time (e.g. 2024-05-31T14:30:00Z)",
     }[spec.type]
 
 
@@ -128,8 +135,12 @@ def _messages(spec: ColumnSpec) -> _Messages:
         unknown_label=f"unknown label; expected one of: {allowed}",
         not_finite="not a finite number",
         not_whole="expected a whole number",
-        below=f"below the minimum {spec.min:g}" if spec.min is not None else "",
-        above=f"above the maximum {spec.max:g}" if spec.max is not None else "",
+        below=f"{'before' if spec.is_date else 'below'} the minimum {show_bound(spec.min)}"
+        if spec.min is not None
+        else "",
+        above=f"{'after' if spec.is_date else 'above'} the maximum {show_bound(spec.max)}"
+        if spec.max is not None
+        else "",
     )
 
 
@@ -175,8 +186,8 @@ def check(columns: Iterable[Column], *, allow_null: Iterable[str] = ()) -> list[
         numbers = column.numbers
         assert numbers is not None
         # Unbounded means the largest finite floats, so that an infinity fails here too.
-        lower = -_FLOAT_MAX if spec.min is None else spec.min
-        upper = _FLOAT_MAX if spec.max is None else spec.max
+        low, high = spec.bounds
+        lower, upper = max(low, -_FLOAT_MAX), min(high, _FLOAT_MAX)
         good = (numbers >= lower) & (numbers <= upper)  # NaN compares False, silently
         if spec.type == "integer":
             good &= numbers == np.floor(numbers)
@@ -195,9 +206,9 @@ def check(columns: Iterable[Column], *, allow_null: Iterable[str] = ()) -> list[
         if spec.type == "integer":
             add(spec, finite & (numbers != np.floor(numbers)), says.not_whole)
         if spec.min is not None:
-            add(spec, finite & (numbers < spec.min), says.below)
+            add(spec, finite & (numbers < low), says.below)
         if spec.max is not None:
-            add(spec, finite & (numbers > spec.max), says.above)
+            add(spec, finite & (numbers > high), says.above)
     return faults
 
 
@@ -278,6 +289,8 @@ def read_values(spec: ColumnSpec, values: Sequence[Any], nan_is_missing: bool = 
     kinds = set(map(type, values))
     if spec.type == "text":
         return _read_texts(spec, values, kinds)
+    if spec.is_date:
+        return read_dates(spec, values, nan_is_missing)
     if spec.type == "category":
         lookup = _lookup(spec, nan_is_missing)
         allowed = {str, _NONE} | (_NUMBER_KINDS if spec.number_like else set())
@@ -320,6 +333,33 @@ def _read_texts(spec: ColumnSpec, values: Sequence[Any], kinds: set[type]) -> Co
     unreadable = np.fromiter((v is not None and type(v) is not str for v in values), bool)
     texts[null | unreadable] = MISSING_TEXT
     return Column(spec, texts=texts, null=null, unreadable=unreadable)
+
+
+def read_dates(spec: ColumnSpec, values: Sequence[Any], empty_is_missing: bool = False) -> Column:
+    """A date or datetime column from ISO 8601 strings (None where missing): the one reading of
+    dates, for files, JSON and tensors alike. A date column takes dates only (`2024-05-31`); a
+    datetime column also takes a time and a zone (`2024-05-31T14:30:00+02:00`; none means UTC).
+    With `empty_is_missing` (tensors), the empty string is a missing value too."""
+    parse = date.fromisoformat if spec.type == "date" else datetime.fromisoformat
+    days: dict[str, float] = {}
+    for text in {v for v in values if type(v) is str}:  # dates repeat: each parsed once
+        try:
+            days[text] = day_number(parse(text)) if text.isascii() else math.nan
+        except ValueError:
+            days[text] = math.nan
+    numbers = np.fromiter(
+        (days[v] if type(v) is str else math.nan for v in values), np.float64, len(values)
+    )
+    null = np.fromiter(
+        (v is None or (empty_is_missing and v == "") for v in values), bool, len(values)
+    )
+    unreadable = np.isnan(numbers) & ~null
+    return Column(
+        spec,
+        numbers=numbers,
+        null=null if null.any() else None,
+        unreadable=unreadable if unreadable.any() else None,
+    )
 
 
 def _as_float(value: float) -> float:

@@ -84,12 +84,12 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
         raise DataFileError(
             f"{reader.path}: {where or 'cannot parse: ' + first_line(exc)}"
         ) from None
-    reader.check(arrays, present, allow_null=[schema.target.name], more_issues=header)
+    columns = reader.check(arrays, present, allow_null=[schema.target.name], more_issues=header)
     if arrays.height == 0:
         raise DataFileError(
             f"{reader.path}: no data rows, only a header", hint="add rows of data to the file"
         )
-    return arrays.select(spec.name for spec in present)
+    return frames.with_typed_dates(arrays.select(spec.name for spec in present), columns)
 
 
 def split_rows(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 
+from .contract import Column, read_dates
 from .errors import ConfigError
-from .schema import canonical_number, parse_schema, toml_key
+from .schema import ColumnSpec, canonical_number, parse_schema, toml_key
 from .tables import TableReader
 
 __all__ = ["draft_schema"]
@@ -53,7 +56,10 @@ def draft_schema(
         if reason:
             ignored.append((name, reason))
         else:
-            features.append(_column(f"features.{toml_key(name)}", column, feature=True))
+            header = f"features.{toml_key(name)}"
+            days = _days(column)
+            table = _column(header, column, feature=True) if days is None else _dates(header, *days)
+            features.append(table)
     lines.append("ignore = [" + ", ".join(_string(name) for name, _ in ignored) + "]")
     lines += [f"# ignored: {_string(name)}: {why}" for name, why in ignored]
     lines += ["", *_column("target", frame[target], feature=False)]
@@ -79,13 +85,46 @@ def _reason_to_ignore(column: pl.Series, rows: int) -> str | None:
     code = column.dtype.is_integer() or (
         column.dtype == pl.String and not present.str.contains(r"\s").any()
     )
+    if _days(column) is not None:
+        return None  # a date on every row is a time series' clock, not an identifier
     if code and rows > MAX_CATEGORIES and present.n_unique() == rows:
         return "a different value on every row: an identifier?"
     if column.dtype == pl.String and _looks_like_dates(present):
-        return "dates: not a feature type yet (derive numbers from them, such as a year)"
+        return "dates, but not ISO 8601: write them as 2024-05-31 to make them a feature"
     if column.dtype.is_temporal():
-        return "dates or times: not a feature type yet (derive numbers from them)"
+        return f"{column.dtype}: not a feature type (derive numbers from it)"
     return None
+
+
+def _days(column: pl.Series) -> tuple[Column, bool] | None:
+    """The column read by the data contract as dates (or as times, where a date will not do),
+    and whether it has missing values; None if it does not hold ISO 8601 dates."""
+    if not (column.dtype in (pl.String, pl.Date) or isinstance(column.dtype, pl.Datetime)):
+        return None
+    texts = column.cast(pl.String).to_list()
+    if column.drop_nulls().is_empty():
+        return None
+    for kind in ("date", "datetime"):
+        read = read_dates(ColumnSpec(name=column.name, type=kind), texts)
+        if read.unreadable is None:
+            return read, read.null is not None
+    return None
+
+
+def _dates(header: str, column: Column, nullable: bool) -> list[str]:
+    """A date or datetime feature's table, its bounds as TOML dates."""
+    assert column.numbers is not None
+    low, high = np.nanmin(column.numbers), np.nanmax(column.numbers)
+    body = [f'type = "{column.spec.type}"', f"min = {_date(column, low)}"]
+    body += [f"max = {_date(column, high)}", *(["nullable = true"] if nullable else [])]
+    kind = "dates" if column.spec.type == "date" else "times"
+    note = f"# ISO 8601 {kind}: the model takes them as days since 1970-01-01"
+    return [note, f"[{header}]", *body]
+
+
+def _date(column: Column, days: float) -> str:
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(days=float(days))
+    return moment.date().isoformat() if column.spec.type == "date" else moment.isoformat()
 
 
 def _looks_like_dates(values: pl.Series) -> bool:

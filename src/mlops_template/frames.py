@@ -7,14 +7,22 @@ as it does for JSON records and tensors.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, cast
 
 import polars as pl
 
-from .contract import MISSING_TEXT, NULL, UNKNOWN, Column
+from .contract import MISSING_TEXT, NULL, UNKNOWN, Column, read_dates
 from .schema import ColumnSpec
 
-__all__ = ["castable", "polars_exprs", "read_polars", "typed_dtype", "typed_expr"]
+__all__ = [
+    "castable",
+    "polars_exprs",
+    "read_polars",
+    "typed_dtype",
+    "typed_expr",
+    "with_typed_dates",
+]
 
 
 def castable(dtype: pl.DataType, spec: ColumnSpec) -> bool:
@@ -26,6 +34,10 @@ def castable(dtype: pl.DataType, spec: ColumnSpec) -> bool:
     if spec.type == "category":
         numeric_ok = spec.number_like and dtype.is_numeric()
         return isinstance(dtype, pl.Categorical | pl.Enum) or numeric_ok
+    if spec.type == "date":
+        return dtype == pl.Date
+    if spec.type == "datetime":
+        return dtype == pl.Date or isinstance(dtype, pl.Datetime)
     return dtype.is_numeric()
 
 
@@ -72,14 +84,16 @@ def polars_exprs(spec: ColumnSpec, prefix: str) -> list[pl.Expr]:
     """The arrays of a `Column` for `spec`, as expressions over its raw column.
 
     Names: `{prefix}v` (numbers, Float64), `{prefix}c` (codes, Int32) or `{prefix}t` (texts,
-    String), `{prefix}n` (null) and, for numbers, `{prefix}u` (unreadable; any value in a file
-    reads as a text or a label, so theirs would be all false). Run them lazily over a whole
-    file, or on one chunk.
+    and dates as their text: String), `{prefix}n` (null) and, for numbers, `{prefix}u`
+    (unreadable; any value in a file reads as a text or a label, so theirs would be all
+    false). Run them lazily over a whole file, or on one chunk.
     """
     raw = pl.col(spec.name)
     null = raw.is_null().alias(f"{prefix}n")
     if spec.type == "text":
         return [raw.cast(pl.String).fill_null(MISSING_TEXT).alias(f"{prefix}t"), null]
+    if spec.is_date:  # as ISO text (a typed column too), which `contract.read_dates` reads
+        return [raw.cast(pl.String).alias(f"{prefix}t"), null]
     if spec.type == "category":
         codes = _category(spec).to_physical().cast(pl.Int32)
         codes = (
@@ -98,14 +112,19 @@ def typed_dtype(spec: ColumnSpec, *, enum: bool = False) -> pl.DataType:
     """The Polars type of `typed_expr(spec, enum=enum)`."""
     if spec.type == "category" and enum:
         return pl.Enum(spec.categories or ())
-    return {"float": pl.Float64(), "integer": pl.Int64()}.get(spec.type, pl.String())
+    kinds = {"float": pl.Float64(), "integer": pl.Int64(), "date": pl.Date()}
+    kinds["datetime"] = pl.Datetime("us", "UTC")
+    return kinds.get(spec.type, pl.String())
 
 
 def typed_expr(spec: ColumnSpec, *, enum: bool = False) -> pl.Expr:
     """`spec`'s column as it is written out once checked: Float64, Int64, or the canonical
     category (an Enum of the spec's categories with `enum`, else String); null where missing.
-    Valid only for rows that passed `check`."""
+    Valid only for rows that passed `check`. A date stays its text here: `with_typed_dates`
+    types it from the checked `Column`, which read it."""
     raw = pl.col(spec.name)
+    if spec.is_date:
+        return raw.cast(pl.String).alias(spec.name)
     if spec.type == "category" and enum:
         return _category(spec).alias(spec.name)  # the contract's codes share it (lazy CSE)
     if spec.type == "text" or (spec.type == "category" and not spec.number_like):
@@ -121,8 +140,26 @@ def typed_expr(spec: ColumnSpec, *, enum: bool = False) -> pl.Expr:
     return pl.when(number.is_finite()).then(number).cast(pl.Int64).alias(spec.name)
 
 
+def with_typed_dates(frame: pl.DataFrame, columns: Sequence[Column]) -> pl.DataFrame:
+    """`frame` with the date and datetime columns among the checked `columns` typed, as they are
+    written out: Date, or Datetime in UTC (`typed_expr` left them as their text)."""
+    typed = []
+    for column in columns:
+        if not column.spec.is_date:
+            continue
+        days = pl.Series(column.spec.name, column.numbers).fill_nan(None)
+        if column.spec.type == "date":
+            typed.append(days.cast(pl.Int32).cast(pl.Date))
+        else:
+            micros = (days * 86_400_000_000).round(0).cast(pl.Int64)
+            typed.append(micros.cast(pl.Datetime("us", "UTC")))
+    return frame.with_columns(typed) if typed else frame
+
+
 def read_polars(spec: ColumnSpec, frame: pl.DataFrame, prefix: str) -> Column:
     """The `Column` for `spec` from a frame holding the columns of `polars_exprs`."""
+    if spec.is_date:
+        return read_dates(spec, frame.get_column(f"{prefix}t").to_list())
     null = frame.get_column(f"{prefix}n").to_numpy()
     if spec.type == "text":
         texts = frame.get_column(f"{prefix}t").to_numpy().astype(object, copy=False)

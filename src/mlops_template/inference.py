@@ -36,6 +36,8 @@ _ONNX_TYPES = {
     "integer": "tensor(float)",
     "category": "tensor(string)",
     "text": "tensor(string)",
+    "date": "tensor(float)",
+    "datetime": "tensor(float)",
 }
 _SMALL = 256
 # Rows per onnxruntime call. Larger batches are scored in slices of this size, so that a

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -34,13 +35,15 @@ __all__ = [
     "ModelSpec",
     "SplitSpec",
     "canonical_number",
+    "day_number",
     "describe_validation_error",
     "load_schema",
     "parse_schema",
+    "show_bound",
     "toml_key",
 ]
 
-ColumnType = Literal["float", "integer", "category", "text"]
+ColumnType = Literal["float", "integer", "category", "text", "date", "datetime"]
 Task = Literal["classification", "regression"]
 DEFAULT_MAX_TERMS = 20_000
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
@@ -52,6 +55,24 @@ def canonical_number(value: float) -> str:
     if number.is_integer() and abs(number) < 2**53:
         return str(int(number))
     return repr(number)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def day_number(value: date) -> float:
+    """A date or a time as the model takes it: days since 1970-01-01 (a time's fraction of a
+    day included). A time without a zone is read as UTC."""
+    if not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH).total_seconds() / 86_400
+
+
+def show_bound(value: float | date) -> str:
+    """A bound as messages show it: `2024-05-31`, `80`, `0.5`."""
+    return value.isoformat() if isinstance(value, date) else f"{value:g}"
 
 
 def _canonical_categories(value: Any) -> Any:
@@ -85,8 +106,9 @@ class ColumnSpec(Frozen):
     type: ColumnType
     nullable: bool = False
     categories: Annotated[tuple[Name, ...] | None, BeforeValidator(_canonical_categories)] = None
-    min: float | None = None
-    max: float | None = None
+    # Numbers for numeric columns; dates (TOML's `2024-05-31`) for date and datetime columns.
+    min: float | date | None = None
+    max: float | date | None = None
     max_terms: int | None = Field(None, ge=1, le=1_000_000)
     description: str = ""
 
@@ -105,14 +127,42 @@ class ColumnSpec(Frozen):
             raise ValueError("`min`/`max` apply to numeric columns, not text")
         if self.max_terms is not None and self.type != "text":
             raise ValueError(f"`max_terms` applies to text columns, not {self.type}")
-        if self.min is not None and self.max is not None and self.min > self.max:
+        for key, bound in (("min", self.min), ("max", self.max)):
+            if bound is not None and isinstance(bound, date) != self.is_date:
+                wanted = "a date (e.g. 2024-05-31)" if self.is_date else "a number"
+                raise ValueError(f"`{key}` of a {self.type} column must be {wanted}")
+        low, high = self.bounds
+        if low > high:
             raise ValueError(f"`min` ({self.min}) is greater than `max` ({self.max})")
         return self
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """`min` and `max` as the numbers the checker compares (days for dates), unbounded as
+        infinities."""
+
+        def number(bound: float | date | None, default: float) -> float:
+            if bound is None:
+                return default
+            return day_number(bound) if isinstance(bound, date) else bound
+
+        return number(self.min, -math.inf), number(self.max, math.inf)
 
     @property
     def is_numeric(self) -> bool:
         """Whether values are numbers (float or integer)."""
         return self.type in ("float", "integer")
+
+    @property
+    def is_date(self) -> bool:
+        """Whether values are dates or times: ISO 8601 strings, taken by the model as days."""
+        return self.type in ("date", "datetime")
+
+    @property
+    def is_bytes(self) -> bool:
+        """Whether values travel as strings (the Open Inference Protocol's BYTES tensors):
+        labels, texts, and dates in ISO 8601."""
+        return self.is_string or self.is_date
 
     @property
     def is_string(self) -> bool:
@@ -213,10 +263,10 @@ class DatasetSchema(Frozen):
             )
         if self.target.nullable:
             raise ValueError("the target cannot be nullable: rows without a target are dropped")
-        if self.target.type == "text":
+        if self.target.type in ("text", "date", "datetime"):
             raise ValueError(
-                "the target cannot be text: a category target makes a classifier, a number a "
-                "regressor"
+                f"the target cannot be {self.target.type}: a category target makes a "
+                "classifier, a number a regressor"
             )
         text = [f.name for f in self.features if f.type == "text"]
         if text and self.model.type != "linear":

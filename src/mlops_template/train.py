@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import platform
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,7 @@ def build_pipeline(schema: DatasetSchema) -> Pipeline:
     decisions identical to scikit-learn's.
     """
     names = input_names(schema.features)
-    numeric = [names[f.name] for f in schema.features if f.is_numeric]
+    numeric = [names[f.name] for f in schema.features if f.is_numeric or f.is_date]
     categorical = [f for f in schema.features if f.type == "category"]
     transformers: list[tuple[str, Any, Any]] = []
     if numeric:
@@ -142,7 +142,7 @@ def export_onnx(pipeline: Pipeline, schema: DatasetSchema) -> bytes:
 
     names = input_names(schema.features)
     types = [
-        (names[f.name], FloatTensorType([None, 1]) if f.is_numeric else StringTensorType([None, 1]))
+        (names[f.name], StringTensorType([None, 1]) if f.is_string else FloatTensorType([None, 1]))
         for f in schema.features
     ]
     options: dict[int, dict[str, Any]] = {
@@ -260,11 +260,12 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
 def _example(features: pl.DataFrame) -> dict[str, float | int | str | None]:
     """The first complete row of the test split: a realistic request for docs and smoke tests.
 
-    Values keep their type (an integer feature's example is an integer), so the example is a
-    valid request as it stands.
+    Values keep their type (an integer feature's example is an integer, a date its ISO 8601
+    text), so the example is a valid request as it stands.
     """
     complete = features.drop_nulls()
-    return dict((complete if complete.height else features).row(0, named=True))
+    row = (complete if complete.height else features).row(0, named=True)
+    return {k: v.isoformat() if isinstance(v, date) else v for k, v in row.items()}
 
 
 def _session(path: Path) -> Any:

@@ -17,7 +17,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from ..test_contract import RENAMED, odd_names_project
+from ..test_contract import DATED, RENAMED, odd_names_project
 from ..test_serving_live import free_port, get, post
 from .conftest import render
 
@@ -185,7 +185,7 @@ def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path)
     assert "bare" not in bench  # the template's yardsticks stay in the template
     assert "MLServer" not in bench
     card = json.loads((path / "models" / "current" / "model.json").read_text())
-    assert list(card["inputs"]) == list(RENAMED.values())
+    assert list(card["inputs"]) == [*RENAMED.values(), *DATED]
     with make_serve(path, "OWN_DATA_PORT") as url:
         status, body = post(f"{url}/predict", {"records": [card["example"]]})
         assert status == 200, body

@@ -7,6 +7,7 @@ by the data contract (`contract.py`), a whole column at a time, as in `prepare`.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -44,15 +45,20 @@ def _one_of(values: tuple[str, ...]) -> Any:
 
 def _feature_type(spec: ColumnSpec) -> Any:
     base: Any
+    description = spec.description or spec.name
     if spec.type == "category":
         base = _one_of(tuple(spec.categories or ()))
     elif spec.type == "text":
         base = str
+    elif spec.is_date:
+        base = date if spec.type == "date" else datetime
+        # In words: JSON Schema's `minimum` and `maximum` compare numbers, not dates.
+        for word, bound in (("from", spec.min), ("to", spec.max)):
+            description += f" {word} {bound}" if bound is not None else ""
     elif spec.type == "integer":
         base = Annotated[int, Field(ge=spec.min, le=spec.max)]
     else:
         base = Annotated[float, Field(allow_inf_nan=False, ge=spec.min, le=spec.max)]
-    description = spec.description or spec.name
     if spec.nullable:
         base = base | None
         description += " (null when unknown)"
@@ -106,7 +112,7 @@ def infer_request_schema(card: ModelCard, max_rows: int) -> dict[str, Any]:
         if spec.type == "category" and spec.nullable:  # the protocol's missing label
             values = {"anyOf": [values, {"const": ""}]}
         rows = {"type": "integer", "minimum": 1, "maximum": max_rows}
-        datatypes = ["BYTES"] if spec.is_string else list(NUMERIC_DATATYPES)
+        datatypes = ["BYTES"] if spec.is_bytes else list(NUMERIC_DATATYPES)
         return {
             "type": "object",
             "additionalProperties": False,

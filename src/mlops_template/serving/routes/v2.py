@@ -112,7 +112,7 @@ def _outputs(card: ModelCard) -> list[TensorMetadata]:
 def model_metadata(card: ModelCard) -> ModelMetadata:
     """The model's name, version, and its input and output tensors."""
     inputs = [
-        TensorMetadata(name=f.name, datatype="BYTES" if f.is_string else "FP32", shape=[-1])
+        TensorMetadata(name=f.name, datatype="BYTES" if f.is_bytes else "FP32", shape=[-1])
         for f in card.features
     ]
     return ModelMetadata(
@@ -160,8 +160,8 @@ def _columns(
     rows: int | None = None
     for name, i in found.items():
         tensor = inputs[i]
-        expected = "BYTES" if specs[name].is_string else "a numeric datatype (e.g. FP32)"
-        if (tensor.datatype == "BYTES") != specs[name].is_string or (
+        expected = "BYTES" if specs[name].is_bytes else "a numeric datatype (e.g. FP32)"
+        if (tensor.datatype == "BYTES") != specs[name].is_bytes or (
             tensor.datatype != "BYTES" and tensor.datatype not in _NUMBER_TYPES
         ):
             issues.append(f"inputs[{i}].datatype: expected {expected}, got {tensor.datatype}")
