@@ -133,6 +133,10 @@ evaluate: $(VENV) ## Score the model on the test split, plot its errors
 predict: $(VENV) ## Score a file: make predict INPUT=data.csv OUTPUT=predictions.parquet
 	$(CLI) predict "$(or $(INPUT),data/processed/current/test.parquet)" --output "$(or $(OUTPUT),predictions.parquet)"
 
+.PHONY: drift
+drift: $(VENV) ## Each feature's drift in a file from the training data: make drift INPUT=data.csv
+	$(CLI) drift "$(or $(INPUT),data/processed/current/test.parquet)"
+
 # [if tracking]
 .PHONY: track-ui
 track-ui: $(VENV) ## Browse the runs `train --track` logged, in MLflow's UI on 127.0.0.1:5000
@@ -167,8 +171,8 @@ lock: check-conflicts | $(UV) ## Write uv.lock for pyproject.toml (after resolvi
 
 .PHONY: clean
 clean: ## Remove generated data, models and caches
-	rm -rf data/processed models predictions.parquet .pytest_cache .mypy_cache .ruff_cache \
-		.hypothesis .bench
+	rm -rf data/processed models predictions.parquet reports .pytest_cache .mypy_cache \
+		.ruff_cache .hypothesis .bench
 
 # The project's own targets: a file of its own, so that updates of this one never conflict.
 -include project.mk

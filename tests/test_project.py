@@ -2,13 +2,19 @@
 
 Rows drawn from the schema (Hypothesis strategies made from each column's spec) are scored
 alike by batch `predict`, `/predict` and the Open Inference Protocol (v2); a row that breaks one
-rule of one column is refused on every path with a message that names that column.
+rule of one column is refused on every path with a message that names that column. Drift from
+the training data is measured alike by `drift` on a file and by the server's `/metrics`: none
+for the training split itself, and the very feature that a shifted copy of it moved.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -22,7 +28,8 @@ from hypothesis import strategies as st
 
 from mlops_template.batch import predict_file, prediction_columns
 from mlops_template.card import ModelCard
-from mlops_template.data import prepare_dataset
+from mlops_template.data import load_prepared, prepare_dataset
+from mlops_template.drift import DEFAULT_THRESHOLD
 from mlops_template.errors import UserError
 from mlops_template.inference import OnnxModel
 from mlops_template.schema import ColumnSpec, DatasetSchema, load_schema
@@ -239,3 +246,93 @@ def test_a_row_that_breaks_one_rule_is_refused_naming_the_column_on_every_path(
         with pytest.raises(UserError, match=re.escape(f"column '{column}'")):
             predict_file(model, batch_file(card, [row], tmp_path / "row.parquet"), scored)
         assert not scored.exists()
+
+
+@pytest.fixture(scope="module")
+def shifted(project: tuple[Path, DatasetSchema]) -> tuple[pl.DataFrame, pl.DataFrame, str]:
+    """The training split, a copy of it with one feature moved, and that feature: a number or
+    a date all at its largest training value, or a category all at its rarest."""
+    models, schema = project
+    train = load_prepared(models.parent / "processed", schema)[0]
+    card = ModelCard.model_validate_json((models / "current" / "model.json").read_text())
+    name = max(card.profile, key=lambda feature: len(card.profile[feature].shares))
+    spec = next(f for f in card.features if f.name == name)
+    column = pl.col(name)
+    if spec.type == "category":
+        shares = card.profile[name].shares[:-1]
+        moved = pl.lit(spec.categories[shares.index(min(shares))])  # type: ignore[index]
+    else:
+        moved = column.drop_nulls().max()
+    return train, train.with_columns(moved.alias(name)), name
+
+
+def records(frame: pl.DataFrame, card: ModelCard) -> list[dict[str, Any]]:
+    """A frame's features as JSON records: dates and times as their ISO 8601 text."""
+    dates = [pl.col(f.name).cast(pl.String) for f in card.features if f.is_date]
+    return frame.select(card.feature_names).with_columns(dates).to_dicts()
+
+
+def test_drift_of_a_file_names_the_shifted_feature_alone(
+    project: tuple[Path, DatasetSchema],
+    shifted: tuple[pl.DataFrame, pl.DataFrame, str],
+    tmp_path: Path,
+) -> None:
+    models, _ = project
+    train, moved, name = shifted
+
+    def drift(frame: pl.DataFrame) -> dict[str, tuple[float, str]]:
+        frame.write_parquet(tmp_path / "rows.parquet")
+        plot = tmp_path / "drift.png"
+        command = ["drift", str(tmp_path / "rows.parquet"), "--model-dir", str(models)]
+        done = subprocess.run(
+            [sys.executable, "-m", "mlops_template", *command, "--plot", str(plot)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "COLUMNS": "300"},
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert plot.read_bytes().startswith(b"\x89PNG")
+        table = re.findall(r"^│ (.+?) +│ ([\d.]+) │ (\w+) +│", done.stdout, re.M)
+        return {feature: (float(psi), verdict) for feature, psi, verdict in table}
+
+    same = drift(train)
+    assert same, "no feature was measured"
+    assert all(psi < 0.01 and verdict == "stable" for psi, verdict in same.values()), same
+    found = drift(moved)
+    psi, verdict = found.pop(name)
+    assert psi > DEFAULT_THRESHOLD
+    assert verdict == "drifted"
+    assert found == {feature: same[feature] for feature in found}  # no other feature moved
+    assert len(found) == len(same) - 1
+
+
+def test_the_server_reports_drift_in_metrics_and_logs_the_crossing(
+    project: tuple[Path, DatasetSchema],
+    shifted: tuple[pl.DataFrame, pl.DataFrame, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    models, _ = project
+    train, moved, name = shifted
+    settings = Settings(model_dir=models, drift_window=train.height, max_batch_rows=train.height)
+
+    def psi(client: TestClient) -> dict[str, float]:
+        lines = client.get("/metrics").text.splitlines()
+        found = [re.match(r'model_feature_drift_psi\{feature="(.+)"\} (\S+)$', x) for x in lines]
+        return {m.group(1): float(m.group(2)) for m in found if m}
+
+    with TestClient(create_app(settings)) as client, caplog.at_level(logging.INFO):
+        card = ModelCard.model_validate(client.get("/model").json())
+        assert psi(client) == {}  # nothing until a window's rows came
+        for frame in (train, moved, train):
+            answer = client.post("/predict", json={"records": records(frame, card)})
+            assert answer.status_code == 200, answer.text
+            if frame is moved:
+                shifted_psi = psi(client)
+                assert shifted_psi.pop(name) > DEFAULT_THRESHOLD
+                assert all(value < 0.01 for value in shifted_psi.values()), shifted_psi
+        assert all(value < 0.01 for value in psi(client).values())
+    said = [(r.getMessage(), getattr(r, "feature", None)) for r in caplog.records]
+    assert said.count(("feature drifted", name)) == 1
+    assert said.count(("feature no longer drifted", name)) == 1
+    assert not [s for s in said if "drifted" in s[0] and s[1] != name]

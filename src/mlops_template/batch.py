@@ -16,6 +16,7 @@ from polars.io.plugins import register_io_source
 from . import frames
 from ._fs import atomic_path
 from .card import CARD_FILE, ModelCard
+from .contract import Column
 from .errors import DataFileError, DataSchemaError, Error, Issue, first_line
 from .inference import Feed, OnnxModel, Prediction
 from .tables import TableReader
@@ -27,6 +28,7 @@ __all__ = [
     "plan_file",
     "predict_file",
     "prediction_columns",
+    "read_features",
 ]
 
 _OUTPUT_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -99,15 +101,30 @@ class BatchPlan:
         return chunk.select(self.names).hstack(_as_frame(self.card, prediction))
 
 
-def data_hint(model: OnnxModel) -> str:
+def data_hint(model_set: Path) -> str:
     """What to do about rows the model refuses: its card, not a schema file, is the rule."""
-    card = model.path.parent / CARD_FILE
+    card = model_set / CARD_FILE
     return f"fix the rows named above; the model's card ({card}) gives each column's rules"
+
+
+def read_features(card: ModelCard, model_set: Path, source: Path) -> list[Column]:
+    """Every row of `source`'s feature columns, checked against the card: the data contract's
+    columns, read whole (for a profile of the file, not for scoring it)."""
+    reader = TableReader(source, null_values=card.null_values, hint=data_hint(model_set))
+    issues = reader.header_issues(card.features, allowed=None)
+    if issues:
+        raise DataSchemaError(str(source), issues, hint=reader.hint)
+    try:
+        arrays = reader.scan().select(reader.contract_exprs(card.features)).collect()
+    except pl.exceptions.PolarsError as exc:
+        raise DataFileError(f"{source}: cannot read: {first_line(exc)}") from None
+    return reader.check(arrays, card.features)
 
 
 def plan_file(model: OnnxModel, source: Path) -> BatchPlan:
     """Check `source`'s header against the card and decide how to read and score it."""
-    reader = TableReader(source, null_values=model.card.null_values, hint=data_hint(model))
+    hint = data_hint(model.path.parent)
+    reader = TableReader(source, null_values=model.card.null_values, hint=hint)
     features = model.card.features
     added = prediction_columns(model.card)
     issues = reader.header_issues(features, allowed=None)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationError, model_validator
 
+from .drift import FeatureProfile
 from .errors import ModelIntegrityError, ModelNotFoundError
 from .schema import (
     ColumnSpec,
@@ -83,6 +84,11 @@ class ModelCard(Frozen):
         description="A real row of features, for documentation and smoke tests",
     )
     null_values: tuple[str, ...] = Field(("", "NA"), description="Strings meaning missing in a CSV")
+    profile: dict[str, FeatureProfile] = Field(
+        default_factory=dict,
+        description="Each feature's distribution in the training split, which drift is measured "
+        "against (texts have none)",
+    )
     metrics: dict[str, float]
     dataset: DatasetInfo
     onnx_sha256: str

@@ -291,6 +291,59 @@ def serve(
 
 
 @app.command()
+def drift(
+    # Not Typer's check (a usage error, exit 2): the reader names what is wrong with the file.
+    source: Annotated[
+        Path,
+        typer.Argument(help="CSV or Parquet file with the feature columns", readable=False),
+    ],
+    plot: Annotated[Path, typer.Option(help="Where to draw each feature's bins (PNG)")] = Path(
+        "reports/drift.png"
+    ),
+    threshold: Annotated[
+        float | None,
+        typer.Option(
+            help=f"PSI above which a feature has drifted [env: {ENV_PREFIX}DRIFT_THRESHOLD]"
+        ),
+    ] = None,
+    model_dir: ModelOption = None,
+) -> None:
+    """Compare a file with the data the model was trained on: each feature's drift (PSI)."""
+    from ._fs import atomic_write_bytes, current_version
+    from .batch import read_features
+    from .card import CARD_FILE, load_card
+    from .drift import drift as measure
+    from .drift import plot_drift
+
+    settings = _settings(model_dir=model_dir)
+    limit = settings.drift_threshold if threshold is None else threshold
+    model_set = current_version(settings.model_dir)
+    card = load_card(model_set / CARD_FILE)
+    found = measure(card.profile, read_features(card, model_set, source))
+    title = f"drift of {source} from {card.name}'s training data"
+    table = Table("feature", "PSI", "verdict", "noise", title=title, title_justify="left")
+    noisy, rows = 0.0, 0
+    for feature, (psi, bins, counts) in sorted(found.items(), key=lambda item: -item[1][0]):
+        verdict = "[bold red]drifted[/]" if psi > limit else "moderate" if psi > 0.1 else "stable"
+        rows = int(counts.sum())
+        noise = bins.noise(rows)
+        noisy = max(noisy, noise)
+        table.add_row(escape(feature), f"{psi:.3f}", verdict, f"{noise:.3f}")
+    console.print(table)
+    if noisy > limit / 2:
+        errors.print(
+            f"warning: {rows} rows is few for a PSI: samples of this size from the training data "
+            f"itself differ by {noisy:.3f} on average (the noise column); read verdicts as rough"
+        )
+    labels = {f.name: f.categories for f in card.features if f.categories}
+    atomic_write_bytes(plot, plot_drift(card.name, found, labels))
+    drifted = [f for f, (psi, _, _) in found.items() if psi > limit]
+    console.print(
+        f"{len(drifted)} of {len(found)} features drifted (PSI > {limit:g}); plot: {plot}"
+    )
+
+
+@app.command()
 def info(model_dir: ModelOption = None) -> None:
     """Show the trained model's card: features, classes, metrics, provenance."""
     from ._fs import current_version

@@ -30,6 +30,7 @@ __all__ = [
     "PrepareManifest",
     "load_prepared",
     "prepare_dataset",
+    "read_columns",
     "read_dataset",
     "schema_fingerprint",
     "split_rows",
@@ -196,22 +197,30 @@ def load_prepared(
         ) from None
 
 
-def to_model_inputs(
-    frame: pl.DataFrame, features: Sequence[ColumnSpec], names: dict[str, str]
-) -> dict[str, np.ndarray]:
-    """The ONNX graph's inputs (keyed by `names[feature]`) for checked feature columns, encoded
-    by the data contract as every other path encodes them, labels as Python strings: what
-    scikit-learn fits on is what the graph is fed."""
+def read_columns(frame: pl.DataFrame, features: Sequence[ColumnSpec]) -> list[contract.Column]:
+    """Checked feature columns of a frame, read by the data contract as every path reads them."""
     prefixes = [PREFIX.format(i) for i in range(len(features))]
     read = frame.select(
         expr
         for spec, prefix in zip(features, prefixes, strict=True)
         for expr in frames.polars_exprs(spec, prefix)
     )
+    return [
+        frames.read_polars(spec, read, prefix)
+        for spec, prefix in zip(features, prefixes, strict=True)
+    ]
+
+
+def to_model_inputs(
+    frame: pl.DataFrame, features: Sequence[ColumnSpec], names: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """The ONNX graph's inputs (keyed by `names[feature]`) for checked feature columns, encoded
+    by the data contract as every other path encodes them, labels as Python strings: what
+    scikit-learn fits on is what the graph is fed."""
     inputs = {}
-    for spec, prefix in zip(features, prefixes, strict=True):
-        array = contract.encode(frames.read_polars(spec, read, prefix))
+    for column in read_columns(frame, features):
+        array = contract.encode(column)
         if array.dtype.kind == "S":  # category labels, as UTF-8 bytes
             array = np.char.decode(array, "utf-8").astype(object)
-        inputs[names[spec.name]] = array
+        inputs[names[column.spec.name]] = array
     return inputs

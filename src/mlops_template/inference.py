@@ -192,8 +192,9 @@ class OnnxModel:
         *,
         row_label: str = "row",
         nan_is_missing: bool = False,
-    ) -> Feed:
-        """Check JSON-like columns (None for a missing value) against the card; encode them.
+    ) -> list[contract.Column]:
+        """Check JSON-like columns (None for a missing value) against the card; `feed` encodes
+        what it returns.
 
         Every problem is reported at once, by column and 0-based row: a missing or extra
         column, a length mismatch, and whatever the data contract finds.
@@ -229,11 +230,11 @@ class OnnxModel:
                     row_label=row_label,
                 ),
             )
-        return self.feed(read)
+        return read
 
     def check(self, columns: Mapping[str, Sequence[Any] | npt.NDArray[Any]]) -> Feed:
         """Check columns against the card's features and encode them; raise on any problem."""
-        return self.read({k: list(v) for k, v in columns.items()})
+        return self.feed(self.read({k: list(v) for k, v in columns.items()}))
 
     def run(self, feed: Feed, *, labels: bool = True) -> Prediction:
         """Run the model on encoded inputs (from `check` or `feed`); check what comes out.

@@ -74,6 +74,15 @@ class Settings(BaseSettings):
         "made (longer while they still arrive, up to five times this)",
     )
     batching: bool = Field(True, description="Coalesce concurrent requests into one model call")
+    drift_window: int = Field(
+        1000,
+        ge=0,
+        description="Rows scored last whose drift from the training data /metrics reports, per "
+        "feature (0: none)",
+    )
+    drift_threshold: float = Field(
+        0.25, gt=0, description="Drift (population stability index) above which a feature is logged"
+    )
     model_download: bool = Field(
         False,
         description="Serve the ONNX file at GET /model.onnx, for clients that score it themselves",

@@ -39,7 +39,8 @@ from threadpoolctl import threadpool_limits
 from ._fs import atomic_path, publish_or_explain
 from .card import CARD_FILE, MODEL_FILE, DatasetInfo, ModelCard, input_names
 from .contract import MISSING_CATEGORY
-from .data import load_prepared, to_model_inputs
+from .data import load_prepared, read_columns, to_model_inputs
+from .drift import profile
 from .errors import DataFileError
 from .inference import OnnxModel
 from .schema import DatasetSchema, LinearModel, RandomForestModel
@@ -215,6 +216,7 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
     train, test, manifest = load_prepared(processed_dir, schema)
     target = schema.target.name
     pipeline = fit(schema, train)
+    profiles = {c.spec.name: profile(c) for c in read_columns(train, schema.features)}
     onnx_bytes = export_onnx(pipeline, schema)
 
     digest = hashlib.sha256(onnx_bytes).hexdigest()
@@ -230,6 +232,7 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
         inputs=input_names(schema.features),
         classes=classes,
         null_values=schema.null_values,
+        profile={name: found for name, found in profiles.items() if found is not None},
         example=_example(test.select(schema.feature_names)),
         metrics={},
         dataset=DatasetInfo(

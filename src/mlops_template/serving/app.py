@@ -228,7 +228,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     card = model.card
     schemas = PredictSchemas(card, max_rows=settings.max_batch_rows)
-    metrics = ServingMetrics(card)
+    metrics = ServingMetrics(card, settings.drift_window, settings.drift_threshold)
     inflight = InFlight()
     service = ModelService(
         card=card,

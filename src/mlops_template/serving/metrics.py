@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from ..card import ModelCard
+from ..contract import Column
+from ..drift import DEFAULT_THRESHOLD, DriftWindow
 from ..inference import Prediction
+
+log = logging.getLogger(__name__.rsplit(".", 1)[0])
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServingMetrics"]
 
@@ -15,9 +22,12 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class ServingMetrics:
-    """Requests by route and status, latency, rows predicted, predictions by class, the model."""
+    """Requests by route and status, latency, rows predicted, predictions by class, the model,
+    and each feature's drift over the last `drift_window` rows scored."""
 
-    def __init__(self, card: ModelCard) -> None:
+    def __init__(
+        self, card: ModelCard, drift_window: int = 0, drift_threshold: float = DEFAULT_THRESHOLD
+    ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "http_requests",
@@ -63,6 +73,16 @@ class ServingMetrics:
                 "estimator": card.estimator,
             }
         )
+        self.drift = Gauge(
+            "model_feature_drift_psi",
+            f"Population stability index of each feature over the last {drift_window} rows "
+            "scored, against the training data (absent until that many rows came)",
+            ["feature"],
+            registry=self.registry,
+        )
+        self.window = DriftWindow(card.profile, card.features, drift_window)
+        self.drift_threshold = drift_threshold
+        self._drifted: set[str] = set()
         self._class_children = [self.by_class.labels(label=c) for c in card.classes or ()]
         self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
@@ -79,9 +99,14 @@ class ServingMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def predicted(self, prediction: Prediction) -> None:
-        """Count a request's predicted rows and, for a classifier, its labels."""
+    def predicted(self, prediction: Prediction, columns: Sequence[Column] = ()) -> None:
+        """Count a request's predicted rows and, for a classifier, its labels; keep its checked
+        `columns` in the drift window."""
         self.rows.inc(len(prediction))
+        if columns:
+            self.window.add(columns)
+            if self.window.size and self.window.fresh >= self.window.size:
+                self.measure_drift()
         if prediction.probabilities is not None:
             # The label is the most probable class: count those, without a loop over rows.
             counts = np.bincount(
@@ -91,6 +116,21 @@ class ServingMetrics:
                 if count:
                     child.inc(count)
 
+    def measure_drift(self) -> None:
+        """Set each feature's drift gauge from the window; log a feature whose PSI crosses the
+        threshold, either way."""
+        for feature, psi in self.window.psi().items():
+            self.drift.labels(feature=feature).set(psi)
+            facts = {"feature": feature, "psi": round(psi, 4), "rows": self.window.size}
+            if psi > self.drift_threshold and feature not in self._drifted:
+                self._drifted.add(feature)
+                log.warning("feature drifted", extra=facts | {"threshold": self.drift_threshold})
+            elif psi <= self.drift_threshold and feature in self._drifted:
+                self._drifted.discard(feature)
+                log.info("feature no longer drifted", extra=facts)
+
     def render(self) -> bytes:
         """The metrics in Prometheus' text format."""
+        if self.window.fresh:
+            self.measure_drift()
         return generate_latest(self.registry)

@@ -133,12 +133,12 @@ async def predict_json(
     check_json_content_type(content_type)
     columns = codec.read(body)
     try:
-        feed = model.read(columns, row_label="record")
+        read = model.read(columns, row_label="record")
     except InputValidationError as exc:
         raise ApiError(422, [str(issue) for issue in exc.issues[:MAX_LINES]]) from None
     rows = len(columns[service.feature_names[0]])
-    prediction = await batcher.predict(feed, rows)
-    service.metrics.predicted(prediction)
+    prediction = await batcher.predict(model.feed(read), rows)
+    service.metrics.predicted(prediction, read)
     return codec.write(prediction)
 
 

@@ -263,11 +263,11 @@ class InferEndpoint:
         columns, rows = _columns(parsed, card, service.schemas.max_rows, data)
         model, batcher = service.serving()
         try:
-            feed = model.read(columns, nan_is_missing=True)
+            read = model.read(columns, nan_is_missing=True)
         except InputValidationError as exc:
             raise ApiError(422, [str(issue) for issue in exc.issues[:MAX_LINES]]) from None
-        prediction = await batcher.predict(feed, rows)
-        service.metrics.predicted(prediction)
+        prediction = await batcher.predict(model.feed(read), rows)
+        service.metrics.predicted(prediction, read)
         body, blobs = _answer(card, parsed, prediction, rows, wanted)
         if not blobs:
             await send_answer(send, body)

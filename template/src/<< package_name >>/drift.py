@@ -1,0 +1,1 @@
+../../../src/mlops_template/drift.py
