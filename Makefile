@@ -114,8 +114,8 @@ models/current/model.onnx: | $(VENV)
 
 # [end docker]
 .PHONY: schema
-schema: $(VENV) ## Print a first dataset.toml for a file: make schema INPUT=data.csv TARGET=column
-	@$(CLI) schema "$(INPUT)" --target "$(TARGET)"
+schema: $(VENV) ## Print a first dataset.toml for a file: make schema INPUT=data.csv TARGET=column [OUTPUT=dataset.toml]
+	@$(CLI) schema "$(INPUT)" --target "$(TARGET)" $(if $(OUTPUT),--output "$(OUTPUT)")
 
 .PHONY: prepare
 prepare: $(VENV) ## Check and split data/raw into data/processed

@@ -185,6 +185,18 @@ def test_dates_read_alike_from_csv_text_a_typed_parquet_json_and_tensors(
     ]
 
 
+def test_a_time_bound_keeps_its_time_through_the_card() -> None:
+    import datetime as dt
+
+    moment = dt.datetime(2024, 5, 31, 14, 0, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    spec = ColumnSpec(name="t", type="datetime", min=moment, max=dt.date(2030, 1, 1))
+    again = ColumnSpec.model_validate_json(spec.model_dump_json())
+    assert (again.min, again.max) == (moment, dt.date(2030, 1, 1))
+    assert again.bounds[0] == day_number(moment) == 19874.5
+    message = contract.check([contract.read_values(spec, ["2024-05-31T11:59:59Z"])])[0].message
+    assert message == "before the minimum 2024-05-31T14:00:00+02:00"
+
+
 def test_a_date_column_is_refused_a_numeric_bound_and_a_target(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="`min` of a date column must be a date"):
         ColumnSpec(name="d", type="date", min=3)

@@ -112,3 +112,19 @@ def test_an_unknown_target_is_one_error_naming_the_columns(tmp_path: Path) -> No
     assert done.returncode == 1
     assert done.stderr.startswith("error: --target 'nope'")
     assert done.stdout == ""
+
+
+def test_output_writes_the_draft_and_keeps_the_schema_it_replaces(tmp_path: Path) -> None:
+    source = tmp_path / "data" / "t.csv"
+    source.parent.mkdir()
+    pl.DataFrame({"x": [1.5, 2.5, 3.5] * 10, "y": ["a", "b", "c"] * 10}).write_csv(source)
+    schema = tmp_path / "conf" / "dataset.toml"
+    schema.parent.mkdir()
+    schema.write_text("# mine\n")
+    cli = [sys.executable, "-m", "mlops_template", "schema", str(source), "--target", "y"]
+    done = subprocess.run([*cli, "--output", str(schema)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "conf" / "dataset.toml.bak").read_text() == "# mine\n"
+    loaded = load_schema(schema)  # its source is relative to the file it is written to
+    assert loaded.source.resolve() == source.resolve()
+    assert 'source = "../data/t.csv"' in schema.read_text()

@@ -88,12 +88,30 @@ def _table(title: str, rows: dict[str, Any]) -> Table:
 def schema(
     source: Annotated[Path, typer.Argument(help="A CSV or Parquet file", show_default=False)],
     target: Annotated[str, typer.Option("--target", help="The column to predict")],
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write it there (a file there is kept as FILE.bak), instead of printing it",
+        ),
+    ] = None,
 ) -> None:
     """Print a first dataset.toml for a file: each column's type, bounds or categories guessed
-    from what it holds, with a comment on each guess to check (`> dataset.toml` to use it)."""
+    from what it holds, with a comment on each guess to check."""
+    from ._fs import atomic_write_text
     from .draft import draft_schema
 
-    sys.stdout.write(draft_schema(source, target, relative_to=Path.cwd()))
+    text = draft_schema(source, target, relative_to=output.parent if output else Path.cwd())
+    if output is None:
+        sys.stdout.write(text)
+        return
+    if output.is_file():  # the schema it replaces, kept whole: the draft is a starting point
+        backup = output.with_name(output.name + ".bak")
+        atomic_write_text(backup, output.read_text(encoding="utf-8"))
+        console.print(f"kept the previous {output} as {backup}")
+    atomic_write_text(output, text)
+    console.print(f"wrote {output}: read each guess, then `make prepare train`")
 
 
 @app.command()

@@ -7,6 +7,7 @@ The draft is checked like any schema before it is printed, so what it proposes l
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -176,10 +177,8 @@ def _dataset_name(path: Path) -> str:
 
 
 def _relative(path: Path, root: Path) -> str:
-    try:
-        return path.resolve().relative_to(root.resolve()).as_posix()
-    except ValueError:
-        return path.resolve().as_posix()
+    """`path` as `dataset.toml` in `root` names it: relative, so the project can move."""
+    return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
 
 
 def _string(value: Any) -> str:

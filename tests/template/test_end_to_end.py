@@ -155,20 +155,24 @@ def test_rendered_projects_pass_make_all_train_and_serve(tmp_path: Path) -> None
             assert get(f"{url}/demo")[0] == (200 if demo else 404)
 
 
+def make_in(path: Path, *targets: str) -> str:
+    """`make TARGETS` in a rendered project, as a fresh shell runs it; its output, once it passed."""
+    result = subprocess.run(
+        ["make", *targets], cwd=path, env=environment(), capture_output=True, text=True, timeout=900
+    )
+    assert result.returncode == 0, f"make {' '.join(targets)}\n{result.stdout}{result.stderr}"
+    return result.stdout
+
+
 def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path) -> None:
-    """Switch a fresh project to other data (headers with spaces, hyphens, parentheses),
-    as its README says, then run its own tests, prepare, train, evaluate, predict, bench and
-    serve it."""
+    """Switch a fresh project to other data (headers with spaces, hyphens, parentheses, a date
+    and a time), as its README says, then run its own tests, prepare, train, evaluate, predict,
+    bench and serve it."""
     path = render(tmp_path / "project", project_name="Own Data")
     odd_names_project(path)  # writes odd.csv and a dataset.toml that describes it
-    env = environment()
 
     def make(*targets: str) -> str:
-        result = subprocess.run(
-            ["make", *targets], cwd=path, env=env, capture_output=True, text=True, timeout=900
-        )
-        assert result.returncode == 0, f"make {' '.join(targets)}\n{result.stdout}{result.stderr}"
-        return result.stdout
+        return make_in(path, *targets)
 
     make("test-fast")  # its own tests follow its dataset.toml, and pass on the new data
     make("prepare", "train", "evaluate")
@@ -198,3 +202,43 @@ def test_a_rendered_project_takes_a_dataset_with_awkward_headers(tmp_path: Path)
         assert body["detail"] == [
             "column 'bill length (mm)': above the maximum 80; found 500.0 (record 0)"
         ]
+
+
+def test_a_project_drafts_the_schema_of_dated_data_serves_dates_and_watches_drift(
+    tmp_path: Path,
+) -> None:
+    """Data with a date and a time, from the file to the alarm: `make schema` writes the
+    dataset.toml, then prepare, train, `/predict` with a date, batch predict, and `make drift`
+    on a copy whose dates moved, which names that feature."""
+    path = render(tmp_path / "project", project_name="Dated")
+    given = odd_names_project(path).read_text()  # odd.csv has dates and times
+    make_in(path, "schema", "INPUT=odd.csv", "TARGET=species", "OUTPUT=dataset.toml")
+    assert (path / "dataset.toml.bak").read_text() == given
+    make_in(path, "prepare", "train", "predict", "INPUT=odd.csv", "OUTPUT=scored.parquet")
+    card = json.loads((path / "models" / "current" / "model.json").read_text())
+    types = {feature["name"]: feature["type"] for feature in card["features"]}
+    assert (types[DATED[0]], types[DATED[1]]) == ("date", "datetime")
+    scored = pl.read_parquet(path / "scored.parquet")
+    assert scored.height == 344
+    assert (scored.schema[DATED[0]], scored.schema[DATED[1]]) == (
+        pl.Date,
+        pl.Datetime("us", "UTC"),
+    )
+    with make_serve(path, "DATED_PORT") as url:
+        record = {**card["example"], DATED[0]: "2008-06-13", DATED[1]: "2008-06-13T09:30:00Z"}
+        status, body = post(f"{url}/predict", {"records": [record]})
+        assert status == 200, body
+        assert body["predictions"][0]["label"] in card["classes"]
+        status, body = post(f"{url}/predict", {"records": [{**record, DATED[0]: "2030-01-01"}]})
+        assert status == 422
+        latest = next(f["max"] for f in card["features"] if f["name"] == DATED[0])
+        assert body["detail"] == [
+            f"column '{DATED[0]}': after the maximum {latest}; found '2030-01-01' (record 0)"
+        ]
+    test = pl.read_parquet(path / "data" / "processed" / "current" / "test.parquet")
+    test.with_columns(pl.col(DATED[0]).max()).write_parquet(path / "later.parquet")
+    report = make_in(path, "drift", "INPUT=later.parquet").splitlines()
+    drifted = [line for line in report if "drifted" in line and "│" in line]
+    assert len(drifted) == 1, report
+    assert DATED[0] in drifted[0]
+    assert (path / "reports" / "drift.png").read_bytes().startswith(b"\x89PNG")
