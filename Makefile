@@ -139,14 +139,17 @@ drift: $(VENV) ## Each feature's drift in a file from the training data: make dr
 
 # [if tracking]
 .PHONY: track-ui
-track-ui: $(VENV) ## Browse the runs `train --track` logged, in MLflow's UI on 127.0.0.1:5000
+track-ui: $(VENV) ## Browse the runs `train --track` logged, in MLflow's UI on 127.0.0.1 (PORT=5000)
 	@# The UI is not in the project's environment: uv fetches the full MLflow, at the version
-	@# of the project's client, on first use, and runs it on its own.
+	@# of the project's client, on first use, and runs it on its own: one worker, no job
+	@# runner (browsing needs neither), no telemetry. `exec` hands make's SIGTERM to uv, which
+	@# passes it (and Ctrl-C's SIGINT) on to MLflow.
 	@set -- $$($(RUN) python -c 'import importlib.metadata as m, $(PKG).settings as s; \
 		print(m.version("mlflow-skinny"), s.Settings().tracking_uri)'); \
-	echo "MLflow $$1's UI on http://127.0.0.1:5000 for $$2 (Ctrl-C stops it)"; \
-	$(UV) tool run --from "mlflow==$$1" mlflow ui --backend-store-uri "$$2" \
-		--host 127.0.0.1 --port 5000
+	echo "MLflow $$1's UI on http://127.0.0.1:$(or $(PORT),5000) for $$2 (Ctrl-C stops it)"; \
+	MLFLOW_DISABLE_TELEMETRY=true MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+		exec $(UV) tool run --from "mlflow==$$1" mlflow ui --backend-store-uri "$$2" \
+		--host 127.0.0.1 --port "$(or $(PORT),5000)" --workers 1
 
 # [end tracking]
 .PHONY: serve

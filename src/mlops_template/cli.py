@@ -52,6 +52,11 @@ TrackOption = Annotated[
         show_default=False,
     ),
 ]
+RegisterOption = Annotated[
+    str | None,
+    typer.Option(help="Register the model in MLflow's registry under this name (implies --track)"),
+]
+AliasOption = Annotated[str, typer.Option(help="The alias that --register sets on the version")]
 # [end tracking]
 
 
@@ -142,6 +147,8 @@ def train(
     processed_dir: ProcessedOption = None,
     model_dir: ModelOption = None,
     track: TrackOption = None,  # [tracking]
+    register: RegisterOption = None,  # [tracking]
+    alias: AliasOption = "candidate",  # [tracking]
 ) -> None:
     """Fit the scikit-learn pipeline, export it to ONNX, write the model card."""
     from .schema import load_schema
@@ -154,7 +161,7 @@ def train(
         schema_path=schema,
         processed_dir=processed_dir,
         model_dir=model_dir,
-        track=track,  # [tracking]
+        track=True if register else track,  # [tracking]
     )
     with console.status("training and exporting to ONNX…"):
         card = train_model(
@@ -167,13 +174,17 @@ def train(
         from ._fs import current_version
         from .tracking import log_training
 
-        run = log_training(
+        run, version = log_training(
             card,
             current_version(settings.model_dir),
             uri=settings.tracking_uri,
             experiment=settings.experiment or card.name,
+            register=register,
+            alias=alias,
         )
         console.print(f"tracked: run {run} in {settings.tracking_uri}")
+        if version is not None:
+            console.print(f"registered: models:/{register}@{alias} is version {version}")
     # [end tracking]
 
 
