@@ -176,6 +176,7 @@ def test_register_names_the_version_and_moves_the_alias_to_each_new_one(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(STRACE is None, reason="needs strace (`.ci/run` installs it)")
 def test_tracking_sends_nothing_beyond_loopback(
     store: str, prepared_dir: Path, tmp_path: Path
