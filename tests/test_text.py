@@ -251,3 +251,60 @@ def test_input_errors_name_the_text_column(text_models: Path) -> None:
         model.predict({"question": ["fine", ["a", "list"]], "answer": ["", ""], "replies": [1, 1]})
     assert [i.column for i in caught.value.issues] == ["question"]
     assert "expected text (a string)" in caught.value.issues[0].message
+
+
+@pytest.fixture(scope="module")
+def asked(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example as a chatbot meets it: the question alone, split so that no question is in
+    both the training and the test rows; prepared and trained once."""
+    from mlops_template.train import train_model
+
+    root = tmp_path_factory.mktemp("asked")
+    text = QUESTIONS_SCHEMA.read_text()
+    body = text[text.index("[features.question]") : text.index("[features.answer]")]
+    schema = (
+        text[: text.index("[features.question]")].replace(
+            "seed = 42", 'seed = 42\ngroup = "question"'
+        )
+        + body
+        + '[model]\ntype = "linear"\nC = 10.0\nclass_weight = "balanced"\n'
+    ).replace('null_values = [""]', 'null_values = [""]\nignore = ["answer", "replies"]')
+    shutil.copy(QUESTIONS, root / "questions.csv")
+    (root / "dataset.toml").write_text(schema)
+    prepare_dataset(load_schema(root / "dataset.toml"), root / "processed")
+    train_model(load_schema(root / "dataset.toml"), root / "processed", root / "models")
+    return root
+
+
+def test_a_grouped_split_scores_the_question_alone_on_questions_never_seen(asked: Path) -> None:
+    train, test, manifest = load_prepared(asked / "processed")
+    assert set(train.columns) == set(test.columns) == {"topic", "question"}
+    seen = set(train.get_column("question").to_list())
+    assert seen.isdisjoint(test.get_column("question").to_list())
+    assert manifest.rows_train + manifest.rows_test == 618  # every row, none lost to the split
+    card = OnnxModel.load(asked / "models").card
+    assert card.dataset.group == "question"
+    assert [f.name for f in card.features] == ["question"]
+    assert card.metrics["f1_macro"] > 0.6  # on questions the model never saw
+
+
+def test_a_text_with_no_known_term_is_said_in_the_answer_and_counted(asked: Path) -> None:
+    model = OnnxModel.load(asked / "models")
+    assert "sad" in model.card.vocabulary["question"]
+    assert "xylophonist" not in model.card.vocabulary["question"]
+    records = [
+        {"question": "Who wrote the novel Moby Dick?"},
+        {"question": "xylophonist qwertyuiop!"},
+        {"question": ""},
+        {"question": "Xylophonist SAD"},  # one known term, whatever its case
+    ]
+    with TestClient(create_app(Settings(model_dir=asked / "models"))) as client:
+        answer = client.post("/predict", json={"records": records})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["no_known_terms"] == {"question": [1, 2]}
+        labels = [p["label"] for p in answer.json()["predictions"]]
+        assert labels[1] == labels[2]  # nothing to go on: the same answer for both
+        metrics = client.get("/metrics").text
+        assert 'model_texts_without_known_terms_total{feature="question"} 2.0' in metrics
+        docs = client.get("/openapi.json").json()["components"]["schemas"]
+        assert "no_known_terms" in docs["PredictResponse"]["properties"]

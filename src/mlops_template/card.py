@@ -62,6 +62,11 @@ class DatasetInfo(Frozen):
     source_sha256: str
     rows_train: int
     rows_test: int
+    group: str | None = Field(
+        None,
+        description="The column whose values are never in both splits (`split.group`): the "
+        "metrics are on values the model did not see in training",
+    )
 
 
 class ModelCard(Frozen):
@@ -84,6 +89,11 @@ class ModelCard(Frozen):
         description="A real row of features, for documentation and smoke tests",
     )
     null_values: tuple[str, ...] = Field(("", "NA"), description="Strings meaning missing in a CSV")
+    vocabulary: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Each text feature's terms the model knows; a text with none of them is "
+        "scored on the other features alone",
+    )
     profile: dict[str, FeatureProfile] = Field(
         default_factory=dict,
         description="Each feature's distribution in the training split, which drift is measured "

@@ -78,6 +78,9 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
     header = reader.header_issues(specs, allowed=schema.columns)
     present = reader.checkable(specs)
     typed = [frames.typed_expr(spec) for spec in present]
+    group = schema.split.group
+    if group in schema.ignore and group in reader.header:  # read for the split, as text
+        typed.append(pl.col(group).cast(pl.String))
     try:
         arrays = reader.scan().select(*typed, *reader.contract_exprs(present)).collect()
     except pl.exceptions.PolarsError as exc:
@@ -90,7 +93,8 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
         raise DataFileError(
             f"{reader.path}: no data rows, only a header", hint="add rows of data to the file"
         )
-    return frames.with_typed_dates(arrays.select(spec.name for spec in present), columns)
+    kept = [spec.name for spec in present] + ([group] if group in schema.ignore else [])
+    return frames.with_typed_dates(arrays.select(kept), columns)
 
 
 def split_rows(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -98,13 +102,20 @@ def split_rows(frame: pl.DataFrame, schema: DatasetSchema) -> tuple[pl.DataFrame
 
     Each class (or the whole frame, for regression) is shuffled with the seed and its first
     `round(n * test_fraction)` rows go to the test set; rows keep their file order in each set.
+    With `split.group`, the values of that column are shuffled instead, and the first
+    `round(n * test_fraction)` of them take all their rows to the test set (no stratification).
     """
-    fraction, seed = schema.split.test_fraction, schema.split.seed
-    position = pl.int_range(pl.len()).shuffle(seed=seed)
-    size = pl.len()
-    if schema.task == "classification":
-        position, size = position.over(schema.target.name), size.over(schema.target.name)
-    is_test = position < (size * fraction).round(0)
+    fraction, seed, group = schema.split.test_fraction, schema.split.seed, schema.split.group
+    if group is not None:
+        values = frame.get_column(group).unique(maintain_order=True).shuffle(seed=seed)
+        chosen = values.head(round(len(values) * fraction)).implode()
+        is_test = pl.col(group).is_in(chosen, nulls_equal=True)  # missing is a group too
+    else:
+        position = pl.int_range(pl.len()).shuffle(seed=seed)
+        size = pl.len()
+        if schema.task == "classification":
+            position, size = position.over(schema.target.name), size.over(schema.target.name)
+        is_test = position < (size * fraction).round(0)
     marked = frame.with_columns(is_test.alias("__test"))
     test = marked.filter(pl.col("__test")).drop("__test")
     train = marked.filter(~pl.col("__test")).drop("__test")
@@ -133,6 +144,8 @@ def prepare_dataset(schema: DatasetSchema, out_dir: Path) -> PrepareManifest:
             hint=schema.data_hint,
         )
     train, test = split_rows(frame, schema)
+    if schema.split.group in schema.ignore:  # read for the split alone
+        train, test = train.drop(schema.split.group), test.drop(schema.split.group)
     manifest = PrepareManifest(
         dataset=schema.name,
         source=schema.source.as_posix(),
@@ -144,7 +157,7 @@ def prepare_dataset(schema: DatasetSchema, out_dir: Path) -> PrepareManifest:
         rows_test=test.height,
         test_fraction=schema.split.test_fraction,
         seed=schema.split.seed,
-        columns=tuple(frame.columns),
+        columns=tuple(train.columns),
     )
 
     def write(folder: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from .errors import (
     ModelNotFoundError,
     ModelOutputError,
 )
+from .schema import TERM_PATTERN
 
 __all__ = ["ModelOutputError", "OnnxModel", "Prediction"]
 
@@ -40,6 +42,7 @@ _ONNX_TYPES = {
     "datetime": "tensor(float)",
 }
 _SMALL = 256
+_TERM = re.compile(TERM_PATTERN)
 # Rows per onnxruntime call. Larger batches are scored in slices of this size, so that a
 # model's intermediate tensors stay in the CPU's caches (`make bench` measures it).
 SLICE = 4096
@@ -78,6 +81,7 @@ class OnnxModel:
         # probabilities (never its label strings: see `run`).
         self.scored_outputs = self._outputs[:1] if card.task == "regression" else self._outputs[1:]
         self._labels = np.array(card.classes or (), dtype=object)
+        self._terms = {name: frozenset(terms) for name, terms in card.vocabulary.items()}
         self._check_signature()
 
     @classmethod
@@ -175,6 +179,21 @@ class OnnxModel:
                     f"the model's label {graph_label.tolist()!r} is not its most probable class "
                     f"{prediction.labels.tolist()!r} in the card's class order"
                 )
+
+    def unknown_texts(self, columns: Sequence[contract.Column]) -> dict[str, list[int]]:
+        """For each text feature, the rows whose text holds no term the model knows: the model
+        scores them on the other features alone, which says little (for a text alone, the
+        classes' prior)."""
+        found = {}
+        for column in columns:
+            terms = self._terms.get(column.spec.name)
+            if terms is not None and column.texts is not None:
+                found[column.spec.name] = [
+                    row
+                    for row, text in enumerate(column.texts)
+                    if terms.isdisjoint(_TERM.findall(text.lower()))
+                ]
+        return found
 
     def encode_raw(self, columns: Mapping[str, Sequence[Any]]) -> Feed:
         """Values taken as they are (no checks; missing where None): for smoke tests."""

@@ -29,6 +29,7 @@ from .errors import ConfigError
 from .settings import ENV_PREFIX
 
 __all__ = [
+    "TERM_PATTERN",
     "ColumnSpec",
     "DatasetSchema",
     "Frozen",
@@ -46,6 +47,9 @@ __all__ = [
 ColumnType = Literal["float", "integer", "category", "text", "date", "datetime"]
 Task = Literal["classification", "regression"]
 DEFAULT_MAX_TERMS = 20_000
+# A text's terms, lower-cased: runs of two or more letters, digits or underscores, in any
+# script (scikit-learn's tokens; the exported graph's tokenizer is given the same characters).
+TERM_PATTERN = r"\w\w+"
 Name = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 
 
@@ -190,6 +194,9 @@ class SplitSpec(Frozen):
 
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     seed: int = Field(default=42, ge=0)
+    # Rows that share this column's value go to the same split, so the test metrics are on
+    # values the model never saw (a question asked again, a customer's other orders).
+    group: Name | None = None
 
 
 ClassWeight = Literal["balanced"] | None
@@ -274,6 +281,9 @@ class DatasetSchema(Frozen):
                 f'text features ({", ".join(text)}) need model.type = "linear" (TF-IDF '
                 f"terms are many and sparse; {self.model.type} is not offered for them)"
             )
+        group = self.split.group
+        if group is not None and group not in (*self.feature_names, *self.ignore):
+            raise ValueError(f"split.group {group!r} must name a feature or an ignored column")
         if getattr(self.model, "class_weight", None) is not None and self.task != "classification":
             raise ValueError("model.class_weight applies to classification, not regression")
         return self

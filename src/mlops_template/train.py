@@ -43,7 +43,7 @@ from .data import load_prepared, read_columns, to_model_inputs
 from .drift import profile
 from .errors import DataFileError
 from .inference import OnnxModel
-from .schema import DatasetSchema, LinearModel, RandomForestModel
+from .schema import TERM_PATTERN, DatasetSchema, LinearModel, RandomForestModel
 
 __all__ = [
     "TARGET_OPSET",
@@ -57,11 +57,10 @@ __all__ = [
 
 # Pinned so that the same data and seed give the same ONNX file, whatever skl2onnx's default.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-# A text's terms: runs of two or more letters, digits or underscores, in any script. Python's
-# `\w` (scikit-learn) and RE2's `[\p{L}\p{N}_]` (onnxruntime's Tokenizer) name the same
-# characters, where RE2's own `\w` and `\b` are ASCII only: with them a word such as "café"
-# would be cut differently in the served model than in training.
-TERM_PATTERN = r"\w\w+"
+# A text's terms (`schema.TERM_PATTERN`) in the graph: Python's `\w` (scikit-learn) and RE2's
+# `[\p{L}\p{N}_]` (onnxruntime's Tokenizer) name the same characters, where RE2's own `\w` and
+# `\b` are ASCII only: with them a word such as "café" would be cut differently in the served
+# model than in training.
 ONNX_TERM_PATTERN = r"[\p{L}\p{N}_][\p{L}\p{N}_]+"
 # Lower-casing in the graph (StringNormalizer) with a locale every Linux image has: its default,
 # en_US.UTF-8, is missing from slim images, and then the model does not load at all.
@@ -233,6 +232,7 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
         classes=classes,
         null_values=schema.null_values,
         profile={name: found for name, found in profiles.items() if found is not None},
+        vocabulary=_vocabulary(pipeline, schema),
         example=_example(test.select(schema.feature_names)),
         metrics={},
         dataset=DatasetInfo(
@@ -240,6 +240,7 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
             source_sha256=manifest.source_sha256,
             rows_train=train.height,
             rows_test=test.height,
+            group=schema.split.group,
         ),
         onnx_sha256=digest,
         onnx_opset=TARGET_OPSET[""],
@@ -258,6 +259,13 @@ def train_model(schema: DatasetSchema, processed_dir: Path, model_dir: Path) -> 
 
     publish_or_explain(model_dir, write, "the model", "MODEL_DIR")
     return card
+
+
+def _vocabulary(pipeline: Pipeline, schema: DatasetSchema) -> dict[str, tuple[str, ...]]:
+    """Each text feature's terms, as its fitted vectoriser kept them (sorted)."""
+    steps = pipeline.named_steps["preprocess"].named_transformers_
+    texts = [f.name for f in schema.features if f.type == "text"]
+    return {name: tuple(sorted(steps[f"text{i}"].vocabulary_)) for i, name in enumerate(texts)}
 
 
 def _example(features: pl.DataFrame) -> dict[str, float | int | str | None]:

@@ -80,6 +80,12 @@ class ServingMetrics:
             ["feature"],
             registry=self.registry,
         )
+        self.unknown_texts = Counter(
+            "model_texts_without_known_terms",
+            "Texts scored that held no term the model knows, by feature",
+            ["feature"],
+            registry=self.registry,
+        )
         self.window = DriftWindow(card.profile, card.features, drift_window)
         self.drift_threshold = drift_threshold
         self._drifted: set[str] = set()
@@ -99,10 +105,19 @@ class ServingMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def predicted(self, prediction: Prediction, columns: Sequence[Column] = ()) -> None:
-        """Count a request's predicted rows and, for a classifier, its labels; keep its checked
-        `columns` in the drift window."""
+    def predicted(
+        self,
+        prediction: Prediction,
+        columns: Sequence[Column] = (),
+        unknown: dict[str, list[int]] | None = None,
+    ) -> None:
+        """Count a request's predicted rows, for a classifier its labels, and the texts that
+        held no known term (`unknown`, by feature); keep its checked `columns` in the drift
+        window."""
         self.rows.inc(len(prediction))
+        for feature, rows in (unknown or {}).items():
+            if rows:
+                self.unknown_texts.labels(feature=feature).inc(len(rows))
         if columns:
             self.window.add(columns)
             if self.window.size and self.window.fresh >= self.window.size:

@@ -189,12 +189,21 @@ class PredictSchemas:
             ),
         )
         items: Any = list[_prediction_item(card)]  # type: ignore[misc]
+        texts: dict[str, Any] = {}
+        if card.vocabulary:  # a model of text says which texts it knew no term of
+            unknown = Field(
+                description="For each text feature, the records (0-based) whose text holds no "
+                "term the model knows: their answer rests on the other features alone"
+            )
+            features: Any = _one_of(tuple(card.vocabulary))
+            texts["no_known_terms"] = (dict[features, list[int]], unknown)
         self.response = create_model(
             "PredictResponse",
             __config__=_STRICT,
             model_name=(str, ...),
             model_version=(str, Field(description="The first 12 hex digits of the ONNX sha256")),
             predictions=(items, Field(description="One per record, in order")),
+            **texts,
         )
 
 

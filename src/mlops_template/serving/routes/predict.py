@@ -98,8 +98,9 @@ class RecordsCodec:
         }
         self._between = [b"," + key for key in keys[1:]]
 
-    def write(self, prediction: Prediction) -> bytes:
-        """The JSON answer for a prediction."""
+    def write(self, prediction: Prediction, unknown: dict[str, list[int]] | None = None) -> bytes:
+        """The JSON answer for a prediction, with `no_known_terms` for a model of text: the
+        records whose text, feature by feature, holds no term the model knows."""
         if prediction.values is not None:
             columns = prediction.values.reshape(1, -1)
             starts = [b'{"value":'] * len(columns[0])
@@ -122,7 +123,8 @@ class RecordsCodec:
                 parts[2 * j :: width] = [self._between[j - 1]] * rows
         parts[width - 1 :: width] = [end + b","] * rows
         parts[-1] = end
-        return self._head + b"".join(parts) + b"]}"
+        tail = b"]}" if unknown is None else b'],"no_known_terms":' + orjson.dumps(unknown) + b"}"
+        return self._head + b"".join(parts) + tail
 
 
 async def predict_json(
@@ -138,8 +140,9 @@ async def predict_json(
         raise ApiError(422, [str(issue) for issue in exc.issues[:MAX_LINES]]) from None
     rows = len(columns[service.feature_names[0]])
     prediction = await batcher.predict(model.feed(read), rows)
-    service.metrics.predicted(prediction, read)
-    return codec.write(prediction)
+    unknown = model.unknown_texts(read) if service.card.vocabulary else None
+    service.metrics.predicted(prediction, read, unknown)
+    return codec.write(prediction, unknown)
 
 
 class PredictEndpoint:
