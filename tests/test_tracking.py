@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from mlops_template._fs import current_version
 from mlops_template.card import CARD_FILE, MODEL_FILE, load_card
 from mlops_template.cli import app
+from mlops_template.errors import UserError
 from mlops_template.settings import ENV_PREFIX
 
 from .conftest import PENGUINS_SCHEMA, ROOT
@@ -144,36 +145,24 @@ def test_with_tracking_off_no_mlflow_module_is_loaded(prepared_dir: Path, tmp_pa
     assert not (tmp_path / "mlruns.db").exists()
 
 
-def test_register_names_the_version_and_moves_the_alias_to_each_new_one(
+def test_register_names_the_version_and_points_the_alias_at_it(
     store: str, prepared_dir: Path, tmp_path: Path
 ) -> None:
     common = ["--processed-dir", str(prepared_dir), "--model-dir", str(tmp_path / "models")]
-    outputs = [
-        invoke("train", "--schema", str(PENGUINS_SCHEMA), *common, "--register", "penguins")
-        for _ in range(2)
-    ]
-    assert "registered: models:/penguins@candidate is version 1" in outputs[0]
-    assert "registered: models:/penguins@candidate is version 2" in outputs[1]
+    train = ["train", "--schema", str(PENGUINS_SCHEMA), *common, "--register", "penguins"]
+    assert "registered: models:/penguins@candidate is version 1" in invoke(*train)
     mlflow.set_tracking_uri(store)
-    client = mlflow.MlflowClient()
-    assert str(client.get_model_version_by_alias("penguins", "candidate").version) == "2"
     served = Path(
         mlflow.artifacts.download_artifacts("models:/penguins@candidate", dst_path=str(tmp_path))
     )
     published = current_version(tmp_path / "models")
     assert (served / MODEL_FILE).read_bytes() == (published / MODEL_FILE).read_bytes()
-    command = ["train", "--schema", str(PENGUINS_SCHEMA), *common, "--register", "penguins"]
-    done = subprocess.run(
-        [sys.executable, "-m", "mlops_template", *command, "--alias", "v3"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 1
-    (error,) = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-    assert error.startswith("error: --alias 'v3': "), done.stderr
-    assert error.endswith("(version 3 of 'penguins' is registered, without it)")
-    assert "Traceback" not in done.stderr
+    refused = CliRunner().invoke(app, [*train, "--alias", "v2"])
+    assert isinstance(refused.exception, UserError), refused.output
+    assert str(refused.exception).startswith("--alias 'v2': ")
+    assert str(refused.exception).endswith("(version 2 of 'penguins' is registered, without it)")
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias("penguins", "candidate").version) == "1"
 
 
 @pytest.mark.e2e
