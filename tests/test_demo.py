@@ -62,12 +62,38 @@ def regression_dir(schema: DatasetSchema, tmp_path_factory: pytest.TempPathFacto
     return root / "models"
 
 
+@pytest.fixture(scope="module")
+def dated_dir(schema: DatasetSchema, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Species from the measurements and two clocks: the day a penguin was seen (a date) and
+    the moment it was logged (a time, two hours east of UTC)."""
+    import polars as pl
+
+    from mlops_template.data import prepare_dataset
+    from mlops_template.train import train_model
+
+    root = tmp_path_factory.mktemp("dated")
+    row = pl.int_range(pl.len())
+    day = pl.format("{}-{}-13", "year", (row % 12 + 1).cast(pl.String).str.zfill(2))
+    moment = pl.format("{}T{}:30:00+02:00", day, (row % 14 + 6).cast(pl.String).str.zfill(2))
+    frame = pl.read_csv(schema.source, infer_schema=False, null_values=list(schema.null_values))
+    frame.with_columns(day.alias("seen"), moment.alias("logged")).write_csv(root / "dated.csv")
+    data = schema.model_dump()
+    data["source"] = root / "dated.csv"
+    clocks = [{"name": "seen", "type": "date"}, {"name": "logged", "type": "datetime"}]
+    data["features"] = [*data["features"], *clocks]
+    variant = DatasetSchema.model_validate(data)
+    prepare_dataset(variant, root / "processed")
+    train_model(variant, root / "processed", root / "models")
+    return root / "models"
+
+
 def held_out_rows(processed_dir: Path, card: ModelCard) -> list[dict[str, Any]]:
-    """The held-out split's feature values, as a client sends them."""
+    """The held-out split's feature values, as a client sends them (dates as ISO 8601)."""
     import polars as pl
 
     split = current_version(processed_dir) / TEST_FILE
-    return pl.read_parquet(split).select(card.feature_names).to_dicts()
+    dates = [pl.col(f.name).cast(pl.String) for f in card.features if f.is_date]
+    return pl.read_parquet(split).select(card.feature_names).with_columns(dates).to_dicts()
 
 
 def assert_agree(card: ModelCard, server: list[dict[str, Any]], page: list[dict[str, Any]]) -> None:
@@ -84,7 +110,10 @@ def assert_agree(card: ModelCard, server: list[dict[str, Any]], page: list[dict[
 
 def example(request: pytest.FixtureRequest, task: str) -> tuple[Path, Path]:
     """One example's model and prepared data folders: penguin species, body mass (the
-    `regression_dir` fixture), or a question's topic."""
+    `regression_dir` fixture), species with dates (`dated_dir`), or a question's topic."""
+    if task == "dated":
+        models = Path(request.getfixturevalue("dated_dir"))
+        return models, models.parent / "processed"
     if task == "text":
         root = Path(request.getfixturevalue("text_models"))
         return root / "models", root / "processed"
@@ -112,7 +141,8 @@ def demo_server(model_dir: Path, tmp_path: Path, **env: str) -> Iterator[tuple[s
     with serving(model_dir, tmp_path, **env) as server, sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
         try:
-            yield server.url, chromium.new_page()
+            # A browser far from UTC: the page must read times in UTC as the server does.
+            yield server.url, chromium.new_page(timezone_id="Pacific/Auckland")
         finally:
             chromium.close()
 
@@ -127,7 +157,7 @@ def wait_for_status(page: Any, pattern: str) -> str:
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("task", ["classification", "regression", "text"])
+@pytest.mark.parametrize("task", ["classification", "regression", "text", "dated"])
 def test_the_demo_page_predicts_and_shows_refusals(
     request: pytest.FixtureRequest, task: str, tmp_path: Path
 ) -> None:

@@ -36,6 +36,12 @@ function fieldFor(feature, example) {
     }
   } else if (feature.type === "text") {
     input = element("textarea", undefined, { id, name: feature.name, rows: "3" });
+  } else if (feature.type === "date" || feature.type === "datetime") {
+    // ISO 8601 text, as the API takes it: a date picker would drop a time's zone.
+    const hint = feature.type === "date" ? "2024-05-31" : "2024-05-31T14:30:00Z";
+    input = element("input", undefined, {
+      id, name: feature.name, type: "text", placeholder: hint,
+    });
   } else {
     input = element("input", undefined, {
       id, name: feature.name, type: "number", step: feature.type === "integer" ? "1" : "any",
@@ -53,7 +59,7 @@ function readRecord(card) {
     const raw = value.trim();
     if (raw === "") record[feature.name] = null;
     else if (feature.type === "text") record[feature.name] = value;
-    else if (feature.type === "category") record[feature.name] = raw;
+    else if (["category", "date", "datetime"].includes(feature.type)) record[feature.name] = raw;
     else record[feature.name] = Number(raw);
   }
   return record;
@@ -119,13 +125,25 @@ async function loadPageModel() {
   return { ort, session: await ort.InferenceSession.create(bytes) };
 }
 
+// A date or time as the model takes it: days since 1970-01-01 in UTC (no zone means UTC).
+// Only for records the server has accepted: it alone decides what a valid date is.
+function days(text) {
+  const iso = text.replace(" ", "T");
+  const zoned = /(Z|[+-]\d\d:?\d\d)$/.test(iso) ? iso : iso + "Z";
+  return Date.parse(iso.length === 10 ? iso + "T00:00:00Z" : zoned) / 86400000;
+}
+
 // Score records (objects keyed by feature) as the server does: one [n, 1] tensor per feature,
-// float32 numbers with NaN for missing, strings with "" for missing.
+// float32 numbers (dates as days) with NaN for missing, strings with "" for missing.
 async function scoreInPage(card, model, records) {
   const { ort, session } = model;
   const feeds = {};
   for (const feature of card.features) {
-    const values = records.map((record) => record[feature.name] ?? null);
+    const dated = feature.type === "date" || feature.type === "datetime";
+    const values = records.map((record) => {
+      const value = record[feature.name] ?? null;
+      return dated && value !== null ? days(value) : value;
+    });
     const shape = [records.length, 1];
     feeds[card.inputs[feature.name]] = feature.type === "category" || feature.type === "text"
       ? new ort.Tensor("string", values.map((v) => (v === null ? "" : String(v))), shape)
