@@ -63,11 +63,11 @@ class Column:
     """One column read from any source into arrays, ready for `check`.
 
     Numbers, dates and times: `numbers` (float64, dates as days since 1970-01-01; NaN where
-    missing or unreadable). Categories: `codes` (int32;
-    the index in `spec.categories`, `NULL` or `UNKNOWN`). Text: `texts` (Python strings; the
-    empty string where missing or unreadable). `null` marks missing values and `unreadable`
-    values of the wrong kind (text in a number column, a number or true/false in a category
-    or text column); either may be None when no row has one.
+    missing or unreadable). Categories: `codes` (int32; the index in `spec.categories`, `NULL`
+    or `UNKNOWN`). Text: `texts` (Python strings; the empty string where missing or
+    unreadable). `null` marks missing values and `unreadable` values of the wrong kind (text
+    in a number column, a number or true/false in a category or text column); either may be
+    None when no row has one.
     """
 
     spec: ColumnSpec

@@ -53,12 +53,12 @@ def draft_schema(
         column = frame[name]
         if name == target:
             continue
-        reason = _reason_to_ignore(column, rows)
+        days = _days(column)
+        reason = _reason_to_ignore(column, rows, dated=days is not None)
         if reason:
             ignored.append((name, reason))
         else:
             header = f"features.{toml_key(name)}"
-            days = _days(column)
             table = _column(header, column, feature=True) if days is None else _dates(header, *days)
             features.append(table)
     lines.append("ignore = [" + ", ".join(_string(name) for name, _ in ignored) + "]")
@@ -76,7 +76,7 @@ def draft_schema(
     return text
 
 
-def _reason_to_ignore(column: pl.Series, rows: int) -> str | None:
+def _reason_to_ignore(column: pl.Series, rows: int, *, dated: bool) -> str | None:
     present = column.drop_nulls()
     if present.is_empty():
         return "always missing"
@@ -86,7 +86,7 @@ def _reason_to_ignore(column: pl.Series, rows: int) -> str | None:
     code = column.dtype.is_integer() or (
         column.dtype == pl.String and not present.str.contains(r"\s").any()
     )
-    if _days(column) is not None:
+    if dated:
         return None  # a date on every row is a time series' clock, not an identifier
     if code and rows > MAX_CATEGORIES and present.n_unique() == rows:
         return "a different value on every row: an identifier?"

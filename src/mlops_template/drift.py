@@ -78,9 +78,11 @@ def profile(column: Column) -> FeatureProfile | None:
     else:
         assert column.numbers is not None
         present = column.numbers[~np.isnan(column.numbers)]
-        edges = np.unique(np.quantile(present, _QUANTILES)) if len(present) else np.array([])
-        edges = np.unique([float(f"{edge:.10g}") for edge in edges])  # as the card shows them
-        bins = FeatureProfile(edges=tuple(edges.tolist()), shares=(0.0,) * (len(edges) + 2))
+        deciles = np.quantile(present, _QUANTILES).tolist() if len(present) else []
+        # Ten significant digits, as the card is read; a value that fills several deciles
+        # (a code, a year) makes one edge, not several empty bins.
+        edges = tuple(sorted({float(f"{edge:.10g}") for edge in deciles}))
+        bins = FeatureProfile(edges=edges, shares=(0.0,) * (len(edges) + 2))
     counts = bins.counts(column)
     return bins.model_copy(update={"shares": _shares(counts), "rows": int(counts.sum())})
 
@@ -175,7 +177,10 @@ class DriftWindow:
         out = {}
         for i, spec in enumerate(self._watched):
             values = np.concatenate([batch[i] for batch in self._batches])[-self.size :]
-            column = Column(spec, **{"codes" if spec.type == "category" else "numbers": values})
+            if spec.type == "category":
+                column = Column(spec, codes=values.astype(np.int32))
+            else:
+                column = Column(spec, numbers=values.astype(np.float64))
             found = self.profiles[spec.name]
             out[spec.name] = found.psi(found.counts(column))
         return out
