@@ -227,9 +227,11 @@ def plain_script(model: OnnxModel, source: Path, output: Path) -> None:
     feed = {}
     for spec in model.card.features:
         column = frame[spec.name]
+        if spec.is_date:  # days since 1970, as the model takes them
+            column = column.dt.epoch("ms") / 86_400_000
         values = (
             column.cast(pl.Float32).to_numpy()
-            if spec.is_numeric
+            if spec.is_numeric or spec.is_date
             else column.cast(pl.String).fill_null("").to_numpy().astype(object)
         )
         feed[model.card.inputs[spec.name]] = values.reshape(-1, 1)

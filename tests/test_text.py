@@ -12,10 +12,12 @@ import onnx
 import polars as pl
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from mlops_template._fs import current_version
 from mlops_template.batch import predict_file
 from mlops_template.card import MODEL_FILE, input_names
+from mlops_template.cli import app
 from mlops_template.data import load_prepared, prepare_dataset, to_model_inputs
 from mlops_template.errors import ConfigError, DataSchemaError, InputValidationError
 from mlops_template.inference import OnnxModel
@@ -286,6 +288,9 @@ def test_a_grouped_split_scores_the_question_alone_on_questions_never_seen(asked
     assert card.dataset.group == "question"
     assert [f.name for f in card.features] == ["question"]
     assert card.metrics["f1_macro"] > 0.6  # on questions the model never saw
+    shown = CliRunner().invoke(app, ["info", "--model-dir", str(asked / "models")])
+    assert shown.exit_code == 0, shown.output
+    assert "no question in both" in shown.output
 
 
 def test_a_text_with_no_known_term_is_said_in_the_answer_and_counted(asked: Path) -> None:

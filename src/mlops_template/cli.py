@@ -389,7 +389,8 @@ def info(model_dir: ModelOption = None) -> None:
         "estimator": card.estimator,
         "target": card.target.name,
         "classes": ", ".join(card.classes or ()) or "-",
-        "trained on": f"{card.dataset.rows_train} rows (test {card.dataset.rows_test})",
+        "trained on": f"{card.dataset.rows_train} rows (test {card.dataset.rows_test}"
+        + (f", no {card.dataset.group} in both)" if card.dataset.group else ")"),
         "created": card.created_at.isoformat(),
         **card.metrics,
     }
