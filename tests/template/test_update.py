@@ -282,8 +282,8 @@ def release_v2_with_the_projects_files(template: Path) -> None:
     )
     edit(  # after the last target, where a user would have appended one too
         template / "Makefile",
-        "\t\t.hypothesis .bench\n",
-        "\t\t.hypothesis .bench\n\n.PHONY: docs\ndocs: ## Build the docs\n\t@echo docs\n",
+        "\t\t.ruff_cache .hypothesis .bench\n",
+        "\t\t.ruff_cache .hypothesis .bench\n\n.PHONY: docs\ndocs: ## Build the docs\n\t@echo docs\n",
     )
     subprocess.run([UV, "lock", "--quiet"], cwd=template, check=True, timeout=300)
     sync = [sys.executable, str(template / "scripts" / "sync_template.py")]
@@ -339,8 +339,8 @@ def test_an_update_that_conflicts_in_pyproject_reports_each_file_and_locks_once_
     )
     edit(  # a target appended to the Makefile rather than project.mk, where the release adds one
         project / "Makefile",
-        "\t\t.hypothesis .bench\n",
-        "\t\t.hypothesis .bench\n\n.PHONY: ours\nours:\n\t@echo ours\n",
+        "\t\t.ruff_cache .hypothesis .bench\n",
+        "\t\t.ruff_cache .hypothesis .bench\n\n.PHONY: ours\nours:\n\t@echo ours\n",
     )
     commit_all(project, "Our floor and our target, where the template changes too")
 
