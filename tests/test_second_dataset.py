@@ -11,7 +11,8 @@ import pytest
 
 from mlops_template._fs import current_version
 from mlops_template.batch import predict_file
-from mlops_template.data import prepare_dataset
+from mlops_template.data import prepare_dataset, read_dataset, split_rows
+from mlops_template.errors import DataSchemaError
 from mlops_template.inference import OnnxModel
 from mlops_template.schema import load_schema
 from mlops_template.train import train_model
@@ -142,3 +143,27 @@ def test_penguins_body_mass_regression_from_the_same_data(tmp_path: Path) -> Non
         json.loads((current_version(tmp_path / "models") / "model.json").read_text())["task"]
         == "regression"
     )
+
+
+def test_a_split_grouped_by_an_ignored_column_keeps_each_value_on_one_side(
+    tmp_path: Path,
+) -> None:
+    write_houses(tmp_path)
+    frame = pl.read_csv(tmp_path / "houses.csv")
+    frame.with_columns(building=pl.col("listing_id") // 4).write_csv(tmp_path / "houses.csv")
+    text = HOUSES_SCHEMA.replace('ignore = ["listing_id"]', 'ignore = ["listing_id", "building"]')
+    (tmp_path / "dataset.toml").write_text(text.replace("seed = 3", 'seed = 3\ngroup = "building"'))
+    schema = load_schema(tmp_path / "dataset.toml")
+    train, test = split_rows(read_dataset(schema), schema)
+    buildings = [set(part.get_column("building").to_list()) for part in (train, test)]
+    assert buildings[0].isdisjoint(buildings[1])
+    assert len(buildings[1]) == 25  # a quarter of the 100 buildings, every listing of each
+    manifest = prepare_dataset(schema, tmp_path / "processed")
+    assert (manifest.rows_train, manifest.rows_test) == (300, 100)
+    assert "building" not in manifest.columns  # read for the split, not kept
+    missing = text.replace("seed = 3", 'seed = 3\ngroup = "block"').replace(
+        '"building"]', '"block"]'
+    )
+    (tmp_path / "dataset.toml").write_text(missing)
+    with pytest.raises(DataSchemaError, match="column 'block': missing from the file"):
+        prepare_dataset(load_schema(tmp_path / "dataset.toml"), tmp_path / "processed")

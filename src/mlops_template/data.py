@@ -79,8 +79,12 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
     present = reader.checkable(specs)
     typed = [frames.typed_expr(spec) for spec in present]
     group = schema.split.group
-    if group in schema.ignore and group in reader.header:  # read for the split, as text
-        typed.append(pl.col(group).cast(pl.String))
+    ignored_group = [group] if group is not None and group in schema.ignore else []
+    for group in ignored_group:  # read for the split alone, as text (a feature is read anyway)
+        if group in reader.header:
+            typed.append(pl.col(group).cast(pl.String))
+        else:
+            header.append(Issue(group, "missing from the file, which [split] group names"))
     try:
         arrays = reader.scan().select(*typed, *reader.contract_exprs(present)).collect()
     except pl.exceptions.PolarsError as exc:
@@ -93,7 +97,7 @@ def read_dataset(schema: DatasetSchema, source: Path | None = None) -> pl.DataFr
         raise DataFileError(
             f"{reader.path}: no data rows, only a header", hint="add rows of data to the file"
         )
-    kept = [spec.name for spec in present] + ([group] if group in schema.ignore else [])
+    kept = [spec.name for spec in present] + ignored_group
     return frames.with_typed_dates(arrays.select(kept), columns)
 
 

@@ -110,7 +110,7 @@ class ColumnSpec(Frozen):
     type: ColumnType
     nullable: bool = False
     categories: Annotated[tuple[Name, ...] | None, BeforeValidator(_canonical_categories)] = None
-    # Numbers for numeric columns; dates (TOML's `2024-05-31`) for date and datetime columns.
+    # Numbers for numeric columns; TOML dates (unquoted) for date and datetime columns.
     min: float | date | datetime | None = None
     max: float | date | datetime | None = None
     max_terms: int | None = Field(None, ge=1, le=1_000_000)
