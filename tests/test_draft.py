@@ -20,9 +20,7 @@ from .conftest import ROOT
 SCHEMA = load_schema(ROOT / "dataset.toml")
 
 
-def prepares_and_trains(text: str, root: Path) -> None:
-    (root / "dataset.toml").write_text(text)
-    schema = load_schema(root / "dataset.toml")
+def prepares_and_trains(schema: DatasetSchema, root: Path) -> None:
     prepare_dataset(schema, root / "processed")
     train_model(schema, root / "processed", root / "models")
     assert (root / "models" / "current" / "model.onnx").is_file()
@@ -36,7 +34,7 @@ def test_the_projects_own_data_drafts_a_schema_that_trains(tmp_path: Path) -> No
         *(f.name for f in SCHEMA.features),
         *SCHEMA.ignore,
     }
-    prepares_and_trains(text, tmp_path)
+    prepares_and_trains(drafted, tmp_path)
 
 
 def load_schema_text(text: str, root: Path) -> DatasetSchema:
@@ -86,7 +84,7 @@ def test_identifiers_constants_empty_columns_and_foreign_dates_are_proposed_unde
     assert '# 3 distinct numbers: codes? then type = "category"' in text  # the shift
     assert schema.target.type == "category"
     assert schema.target.categories == ("0", "1", "2")
-    prepares_and_trains(text, tmp_path)
+    prepares_and_trains(schema, tmp_path)
 
 
 def test_missing_values_make_a_feature_nullable_and_bounds_are_observed(

@@ -6,7 +6,6 @@ The draft is checked like any schema before it is printed, so what it proposes l
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ import polars as pl
 
 from .contract import Column, read_dates
 from .errors import ConfigError
-from .schema import ColumnSpec, canonical_number, parse_schema, toml_key
+from .schema import ColumnSpec, canonical_number, parse_schema, toml_key, toml_string
 from .tables import TableReader
 
 __all__ = ["draft_schema"]
@@ -43,9 +42,9 @@ def draft_schema(
     lines = [
         f"# Drafted from {path.name} ({rows:,} rows): check each guess, then edit freely.",
         "# Bounds (min, max) are as observed: widen them to what may come.",
-        f"name = {_string(_dataset_name(path))}",
-        f"source = {_string(_relative(path, relative_to))}",
-        f"null_values = [{', '.join(_string(v) for v in null_values)}]",
+        f"name = {toml_string(_dataset_name(path))}",
+        f"source = {toml_string(_relative(path, relative_to))}",
+        f"null_values = [{', '.join(toml_string(v) for v in null_values)}]",
     ]
     ignored: list[tuple[str, str]] = []
     features: list[list[str]] = []
@@ -61,8 +60,8 @@ def draft_schema(
             header = f"features.{toml_key(name)}"
             table = _column(header, column, feature=True) if days is None else _dates(header, *days)
             features.append(table)
-    lines.append("ignore = [" + ", ".join(_string(name) for name, _ in ignored) + "]")
-    lines += [f"# ignored: {_string(name)}: {why}" for name, why in ignored]
+    lines.append("ignore = [" + ", ".join(toml_string(name) for name, _ in ignored) + "]")
+    lines += [f"# ignored: {toml_string(name)}: {why}" for name, why in ignored]
     lines += ["", *_column("target", frame[target], feature=False)]
     for table in features:
         lines += ["", *table]
@@ -140,7 +139,7 @@ def _column(header: str, column: pl.Series, *, feature: bool) -> list[str]:
     present = column.drop_nulls()
     distinct = present.n_unique()
     notes: list[str] = []
-    body = [] if feature else [f"name = {_string(column.name)}"]
+    body = [] if feature else [f"name = {toml_string(column.name)}"]
     if column.dtype == pl.Boolean:
         body += _categories(sorted({str(v).lower() for v in present.to_list()}))
     elif column.dtype.is_numeric():
@@ -169,7 +168,7 @@ def _column(header: str, column: pl.Series, *, feature: bool) -> list[str]:
 
 
 def _categories(labels: Sequence[Any]) -> list[str]:
-    return ['type = "category"', f"categories = [{', '.join(_string(v) for v in labels)}]"]
+    return ['type = "category"', f"categories = [{', '.join(toml_string(v) for v in labels)}]"]
 
 
 def _dataset_name(path: Path) -> str:
@@ -179,11 +178,6 @@ def _dataset_name(path: Path) -> str:
 def _relative(path: Path, root: Path) -> str:
     """`path` as `dataset.toml` in `root` names it: relative, so the project can move."""
     return Path(os.path.relpath(path.resolve(), root.resolve())).as_posix()
-
-
-def _string(value: Any) -> str:
-    """A TOML basic string: JSON's escapes are TOML's."""
-    return json.dumps(str(value), ensure_ascii=False)
 
 
 def _number(value: Any) -> str:

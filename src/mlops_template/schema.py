@@ -7,6 +7,7 @@ card carries it, and the server builds its request schema from the card.
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from collections.abc import Callable
@@ -42,6 +43,7 @@ __all__ = [
     "parse_schema",
     "show_bound",
     "toml_key",
+    "toml_string",
 ]
 
 ColumnType = Literal["float", "integer", "category", "text", "date", "datetime"]
@@ -394,4 +396,9 @@ def toml_key(name: str) -> str:
     """A key as TOML would need it written: bare when it can be, quoted otherwise."""
     if name and all(c.isascii() and (c.isalnum() or c in "-_") for c in name):
         return name
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return toml_string(name)
+
+
+def toml_string(value: object) -> str:
+    """`value` as a TOML basic string: JSON's escapes are TOML's."""
+    return json.dumps(str(value), ensure_ascii=False)
